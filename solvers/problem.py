@@ -1,0 +1,237 @@
+"""The rank-allocation problem, free of any model code.
+
+A *group* is one layer (or one layer under one factorisation scheme): an ordered list of
+singular values of which a prefix (the top r) is kept. Keeping r values costs
+``fixed_cost + r * rank_cost`` per resource (MACs, parameters, ...), which is what makes the
+budgets linear constraints on the 0/1 masks. Once factorising stops paying (from rank
+``dense_from`` on) the layer is left dense at ``dense_cost`` and full accuracy.
+
+Groups that share a ``layer`` label are alternatives (e.g. ``channel`` versus ``spatial``
+for one conv): exactly one of them is used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+class InfeasibleBudgetError(ValueError):
+    """No allocation meets the budgets, not even rank 0 everywhere."""
+
+
+def _as_costs(x, n: int, what: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
+    if a.shape != (n,):
+        raise ValueError(f"{what} must have one entry per resource ({n}), got shape {a.shape}")
+    if not np.all(np.isfinite(a)) or np.any(a < 0):
+        raise ValueError(f"{what} must be finite and non-negative, got {a}")
+    return a
+
+
+@dataclass(eq=False)
+class Group:
+    """One layer's ordered singular values and what keeping them costs."""
+
+    name: str
+    values: np.ndarray
+    rank_cost: np.ndarray
+    fixed_cost: np.ndarray
+    dense_cost: np.ndarray
+    layer: str | None = None  # groups with the same layer are alternatives (schemes)
+    option: str | None = None  # e.g. the scheme name
+
+    def __post_init__(self):
+        self.values = np.asarray(self.values, dtype=np.float64).reshape(-1)
+        if self.values.size == 0:
+            raise ValueError(f"group {self.name!r} has no singular values")
+        if not np.all(np.isfinite(self.values)) or np.any(self.values < 0):
+            raise ValueError(f"group {self.name!r}: singular values must be finite and >= 0")
+        if np.any(np.diff(self.values) > 1e-9 * max(1.0, float(self.values[0]))):
+            raise ValueError(f"group {self.name!r}: singular values must be in descending order")
+        k = np.asarray(self.rank_cost).size
+        self.rank_cost = _as_costs(self.rank_cost, k, f"group {self.name!r} rank_cost")
+        self.fixed_cost = _as_costs(self.fixed_cost, k, f"group {self.name!r} fixed_cost")
+        self.dense_cost = _as_costs(self.dense_cost, k, f"group {self.name!r} dense_cost")
+        if self.layer is None:
+            self.layer = self.name
+
+    @property
+    def full_rank(self) -> int:
+        return int(self.values.size)
+
+    @property
+    def dense_from(self) -> int:
+        """Smallest rank whose factorised form is not cheaper than dense in some resource.
+
+        From this rank on the layer stays dense (at full accuracy); ``full_rank + 1`` means
+        factorising pays even at full rank.
+        """
+        r = np.arange(self.full_rank + 1)
+        factorised = self.fixed_cost[None, :] + r[:, None] * self.rank_cost[None, :]
+        not_cheaper = np.any(factorised >= self.dense_cost[None, :], axis=1)
+        hits = np.flatnonzero(not_cheaper)
+        return int(hits[0]) if hits.size else self.full_rank + 1
+
+    def normalise(self, rank: int) -> int:
+        """Ranks at which the layer stays dense all mean 'full rank'."""
+        rank = int(rank)
+        if not 0 <= rank <= self.full_rank:
+            raise ValueError(f"group {self.name!r}: rank {rank} outside 0..{self.full_rank}")
+        return self.full_rank if rank >= self.dense_from else rank
+
+    def is_dense(self, rank: int) -> bool:
+        return int(rank) >= self.dense_from
+
+    def cost(self, rank) -> np.ndarray:
+        """Cost per resource at ``rank`` (scalar or array of ranks -> (..., K))."""
+        r = np.asarray(rank)
+        factorised = self.fixed_cost + r[..., None] * self.rank_cost
+        return np.where((r >= self.dense_from)[..., None], self.dense_cost, factorised)
+
+    def energy_kept(self, rank: int) -> float:
+        """Fraction of squared Frobenius norm kept at ``rank`` (1 when dense)."""
+        if self.is_dense(rank):
+            return 1.0
+        total = float(np.sum(self.values**2))
+        return float(np.sum(self.values[: int(rank)] ** 2)) / total if total > 0 else 1.0
+
+
+@dataclass(eq=False)
+class Problem:
+    """Groups, per-resource budgets, and the cost of everything outside the groups."""
+
+    groups: Sequence[Group]
+    budgets: np.ndarray
+    resources: tuple[str, ...] = ("macs", "params")
+    base_cost: np.ndarray | None = None  # cost of layers that are never factorised
+    reference_cost: np.ndarray | None = None  # cost of the original model, for messages
+    objective: Callable | None = None  # optional: see solvers.objectives
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        k = len(self.resources)
+        if k == 0:
+            raise ValueError("a problem needs at least one resource")
+        self.groups = list(self.groups)
+        if not self.groups:
+            raise ValueError("a problem needs at least one group (no compressible layer?)")
+        b = np.asarray(self.budgets, dtype=np.float64).reshape(-1)
+        if b.shape != (k,):
+            raise ValueError(f"budgets must have one entry per resource {self.resources}, got {b}")
+        if np.any(np.isnan(b)) or np.any(b < 0):
+            raise ValueError(f"budgets must be non-negative numbers (np.inf = unconstrained), got {b}")
+        self.budgets = b
+        self.base_cost = _as_costs(np.zeros(k) if self.base_cost is None else self.base_cost, k, "base_cost")
+        if self.reference_cost is not None:
+            self.reference_cost = _as_costs(self.reference_cost, k, "reference_cost")
+        names = [g.name for g in self.groups]
+        if len(set(names)) != len(names):
+            raise ValueError("group names must be unique")
+        for g in self.groups:
+            if g.rank_cost.size != k:
+                raise ValueError(f"group {g.name!r} has {g.rank_cost.size} costs, expected {k}")
+
+    # --- structure -----------------------------------------------------------------------
+    @property
+    def layers(self) -> dict[str, list[int]]:
+        """Layer label -> indices of its alternative groups, in first-seen order."""
+        out: dict[str, list[int]] = {}
+        for i, g in enumerate(self.groups):
+            out.setdefault(g.layer, []).append(i)
+        return out
+
+    @property
+    def has_alternatives(self) -> bool:
+        return any(len(v) > 1 for v in self.layers.values())
+
+    @property
+    def n_masks(self) -> int:
+        return int(sum(g.full_rank for g in self.groups))
+
+    # --- costs -------------------------------------------------------------------------
+    def cost(self, ranks: Sequence[int], active: Sequence[bool] | None = None) -> np.ndarray:
+        """Total cost of a rank per group; ``active`` marks the chosen alternative per layer."""
+        ranks = np.asarray(ranks)
+        if ranks.shape != (len(self.groups),):
+            raise ValueError(f"expected {len(self.groups)} ranks, got shape {ranks.shape}")
+        active = self.default_active() if active is None else np.asarray(active, dtype=bool)
+        total = self.base_cost.copy()
+        for g, r, a in zip(self.groups, ranks, active):
+            if a:
+                total += g.cost(int(r))
+        return total
+
+    def default_active(self) -> np.ndarray:
+        """First alternative of every layer."""
+        active = np.zeros(len(self.groups), dtype=bool)
+        for idx in self.layers.values():
+            active[idx[0]] = True
+        return active
+
+    def fits(self, cost: np.ndarray) -> bool:
+        return bool(np.all(np.asarray(cost) <= self.budgets))
+
+    def min_cost(self) -> np.ndarray:
+        """Smallest achievable cost per resource (every layer at rank 0, cheapest alternative)."""
+        total = self.base_cost.copy()
+        for idx in self.layers.values():
+            total += np.min([self.groups[i].cost(0) for i in idx], axis=0)
+        return total
+
+    def check_feasible(self) -> None:
+        """Raise InfeasibleBudgetError naming each budget below the smallest achievable cost."""
+        lo = self.min_cost()
+        bad = [i for i in range(len(self.resources)) if lo[i] > self.budgets[i]]
+        if not bad:
+            return
+        parts = []
+        for i in bad:
+            name = self.resources[i]
+            if self.reference_cost is not None and self.reference_cost[i] > 0:
+                ref = self.reference_cost[i]
+                parts.append(
+                    f"{name} budget {self.budgets[i]:.6g} ({self.budgets[i] / ref:.4f} of the original) "
+                    f"is below the smallest achievable {lo[i]:.6g} ({lo[i] / ref:.4f} of the original: "
+                    f"every compressible layer at rank 0 plus the layers that stay dense)"
+                )
+            else:
+                parts.append(f"{name} budget {self.budgets[i]:.6g} is below the smallest achievable {lo[i]:.6g}")
+        raise InfeasibleBudgetError("infeasible budget: " + "; ".join(parts) + ". Raise the budget.")
+
+
+@dataclass
+class Allocation:
+    """A rank per group (0..full rank), the chosen alternative per layer, and how it was found."""
+
+    problem: Problem
+    ranks: np.ndarray
+    method: str
+    active: np.ndarray | None = None
+    objective: float | None = None
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        p = self.problem
+        self.ranks = np.array([g.normalise(r) for g, r in zip(p.groups, np.asarray(self.ranks))], dtype=np.int64)
+        self.active = p.default_active() if self.active is None else np.asarray(self.active, dtype=bool)
+        for layer, idx in p.layers.items():
+            if int(self.active[idx].sum()) != 1:
+                raise ValueError(f"layer {layer!r} must have exactly one active alternative")
+
+    @property
+    def cost(self) -> np.ndarray:
+        return self.problem.cost(self.ranks, self.active)
+
+    @property
+    def feasible(self) -> bool:
+        return self.problem.fits(self.cost)
+
+    def by_layer(self) -> dict[str, tuple[Group, int]]:
+        """Layer label -> (chosen group, its rank)."""
+        out = {}
+        for layer, idx in self.problem.layers.items():
+            i = next(j for j in idx if self.active[j])
+            out[layer] = (self.problem.groups[i], int(self.ranks[i]))
+        return out

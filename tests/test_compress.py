@@ -1,0 +1,99 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import lowrank
+from lowrank import Budget, InfeasibleBudgetError, LayerTable, compress
+
+from conftest import make
+from helpers import counted_macs, n_params
+
+
+def test_fifty_random_budgets_are_met_or_refused_with_the_minimum(arch, x28):
+    model = make(arch)
+    table = LayerTable(model, x28)
+    rng = np.random.default_rng(42)
+    fits = refused = 0
+    for i in range(50):
+        scheme = ("channel", "spatial")[i % 2]
+        kind = i % 3
+        budget = Budget(
+            macs=float(rng.uniform(0.01, 1.0)) if kind != 1 else None,
+            params=float(rng.uniform(0.01, 1.0)) if kind != 0 else None,
+        )
+        limits = budget.limits(table.totals)
+        try:
+            result = compress(model, x28, budget, scheme=scheme, table=table)
+        except InfeasibleBudgetError as err:
+            refused += 1
+            assert "smallest achievable" in str(err)
+            lowest = table.problem(budget, scheme).min_cost()
+            assert lowest[0] > limits["macs"] or lowest[1] > limits["params"]
+            continue
+        fits += 1
+        macs, params = counted_macs(result.model, x28), n_params(result.model)
+        assert macs <= limits["macs"] and params <= limits["params"]
+        assert (macs, params) == (result.plan.totals_after["macs"], result.plan.totals_after["params"])
+    assert fits >= 25
+
+
+def test_uniform_takes_the_largest_fraction_that_fits(x28):
+    model = make("vgg")
+    table = LayerTable(model, x28)
+    result = compress(model, x28, Budget(macs=0.5, params=0.4), table=table)
+    f = result.allocation.info["rank_fraction"]
+    for row in result.plan.rows:
+        assert row.dense or row.rank == int(np.floor(f * row.full_rank + 1e-9))
+    # the next fraction at which any layer gains a rank no longer fits
+    problem = result.allocation.problem
+    full = np.array([g.full_rank for g in problem.groups])
+    steps = np.concatenate([np.arange(1, r + 1) / r for r in full])
+    nxt = steps[steps > f + 1e-12].min()
+    ranks = np.floor(nxt * full + 1e-9).astype(int)
+    assert not problem.fits(problem.cost(ranks))
+
+
+def test_plan_reports_every_layer_and_round_trips_to_json(x28):
+    model = make("resnet20")
+    result = compress(model, (x28, torch.tensor([3])), Budget(macs=0.5))
+    plan = result.plan
+    assert [r.name for r in plan.rows] == [l.name for l in result.table.compressible]
+    data = json.loads(plan.to_json())
+    assert data["totals_after"]["macs"] <= 0.5 * data["totals_before"]["macs"]
+    assert data["limits"]["params"] is None
+    assert len(data["layers"]) == len(plan.rows)
+    row = data["layers"][0]
+    assert {"name", "kind", "shape", "scheme", "full_rank", "rank", "macs_before", "macs_after", "params_before", "params_after"} <= set(row)
+    text = plan.table()
+    assert "whole model" in text and "stages.2.conv1" in text
+
+
+def test_infeasible_budget_states_the_smallest_achievable_fraction(x28):
+    model = make("mobilenet")
+    with pytest.raises(InfeasibleBudgetError, match=r"params budget .* smallest achievable .*\(0\.\d+ of the original"):
+        compress(model, x28, Budget(params=0.01))
+
+
+def test_calibration_data_forms(x28):
+    model = make("lenet5")
+    batch = torch.randn(8, 1, 28, 28)
+    loader = [(batch, torch.zeros(8, dtype=torch.long))]
+    a = compress(model, loader, Budget(macs=0.4))
+    b = compress(model, batch, Budget(macs=0.4))
+    assert a.plan.ranks == b.plan.ranks
+    assert a.table.totals["macs"] == counted_macs(model, x28)  # costs are per sample
+    with pytest.raises(ValueError, match="empty"):
+        compress(model, [], Budget(macs=0.4))
+    with pytest.raises(TypeError, match="Budget"):
+        compress(model, batch, 0.5)
+    with pytest.raises(ValueError, match="unknown method"):
+        compress(model, batch, Budget(macs=0.4), method="magic")
+    with pytest.raises(ValueError, match="unknown scheme"):
+        compress(model, batch, Budget(macs=0.4), scheme="diagonal")
+
+
+def test_public_api_is_importable():
+    for name in lowrank.__all__:
+        assert hasattr(lowrank, name)

@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lowrank import FactorizedConv2d, FactorizedLinear, LayerTable, rebuild
+from lowrank.decompose import svd
+
+from conftest import make
+from helpers import counted_macs, n_params, rel_err
+
+CONV_CONFIGS = [
+    dict(kernel_size=3, padding=1),
+    dict(kernel_size=(3, 5), stride=(2, 1), padding=(1, 2)),
+    dict(kernel_size=3, stride=2, padding=0, dilation=2),
+    dict(kernel_size=(5, 3), stride=(1, 3), padding=(2, 0), dilation=(1, 2), bias=False),
+    dict(kernel_size=3, padding="same"),
+    dict(kernel_size=(2, 4), padding="same", dilation=(2, 1)),
+    dict(kernel_size=3, padding="valid", stride=1),
+    dict(kernel_size=3, padding=1, padding_mode="reflect"),
+    dict(kernel_size=3, padding=(2, 1), padding_mode="circular", stride=2),
+    dict(kernel_size=1),
+]
+
+
+@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+@pytest.mark.parametrize("config", CONV_CONFIGS, ids=str)
+def test_full_rank_factorised_conv_reproduces_dense(scheme, config):
+    torch.manual_seed(0)
+    dense = nn.Conv2d(5, 7, **config)
+    x = torch.randn(2, 5, 13, 17)
+    s_full = svd(dense.weight, scheme)[1].numel()
+    layer = FactorizedConv2d.from_dense(dense, s_full, scheme, svd(dense.weight, scheme))
+    assert rel_err(layer(x), dense(x)) < 1e-5
+
+
+def test_full_rank_factorised_linear_reproduces_dense():
+    torch.manual_seed(0)
+    dense = nn.Linear(12, 9)
+    x = torch.randn(3, 4, 12)
+    layer = FactorizedLinear.from_dense(dense, 9, svd(dense.weight, "channel"))
+    assert rel_err(layer(x), dense(x)) < 1e-5
+
+
+@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+def test_truncated_factorisation_is_the_best_rank_r_weight(scheme):
+    torch.manual_seed(0)
+    dense = nn.Conv2d(4, 6, 3, padding=1)
+    u, s, vh = svd(dense.weight, scheme)
+    r = 3
+    layer = FactorizedConv2d.from_dense(dense, r, scheme, (u, s, vh))
+    x = torch.randn(1, 4, 9, 9)
+    expected_w = (u[:, :r] * s[:r]) @ vh[:r]
+    from lowrank.decompose import weight_from_matrix
+
+    ref = nn.functional.conv2d(x, weight_from_matrix(expected_w, dense.weight.shape, scheme).float(), dense.bias, padding=1)
+    assert rel_err(layer(x), ref) < 1e-5
+
+
+@pytest.mark.parametrize("config", CONV_CONFIGS[:5], ids=str)
+def test_rank_zero_conv_outputs_its_bias_at_the_right_size(config):
+    dense = nn.Conv2d(3, 4, **config)
+    x = torch.randn(2, 3, 11, 12)
+    for scheme in ("channel", "spatial"):
+        layer = FactorizedConv2d.from_dense(dense, 0, scheme, svd(dense.weight, scheme))
+        y = layer(x)
+        assert y.shape == dense(x).shape
+        bias = dense.bias if dense.bias is not None else torch.zeros(4)
+        assert torch.allclose(y, bias[None, :, None, None].expand_as(y))
+
+
+def test_rank_zero_linear_outputs_its_bias():
+    dense = nn.Linear(5, 3)
+    layer = FactorizedLinear.from_dense(dense, 0, svd(dense.weight, "channel"))
+    assert torch.allclose(layer(torch.randn(2, 5)), dense.bias.expand(2, 3))
+
+
+@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+def test_random_ranks_match_independent_counts(arch, scheme, x28):
+    model = make(arch)
+    table = LayerTable(model, x28)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        ranks = {}
+        for layer in table.compressible:
+            full = layer.costs[table.scheme_for(layer.name, scheme)].full_rank
+            ranks[layer.name] = int(rng.integers(0, full + 1))
+        new = rebuild(model, ranks, scheme, table=table)
+        groups = {l.name: table.group(l.name, scheme) for l in table.compressible}
+        macs = table.dense_base_cost()[0] + sum(groups[n].cost(r)[0] for n, r in ranks.items())
+        params = table.dense_base_cost()[1] + sum(groups[n].cost(r)[1] for n, r in ranks.items())
+        assert counted_macs(new, x28) == macs
+        assert n_params(new) == params
+        assert new(x28).shape == model(x28).shape
+
+
+def test_rebuild_keeps_unprofitable_layers_dense_and_leaves_original_alone(x28):
+    model = make("lenet5")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    table = LayerTable(model, x28)
+    new = rebuild(model, {"features.0": 6, "classifier.1": 10}, table=table)
+    assert isinstance(new.features[0], nn.Conv2d)  # rank 6 of 6 costs more than dense
+    assert isinstance(new.classifier[1], FactorizedLinear) and new.classifier[1].rank == 10
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert isinstance(model.classifier[1], nn.Linear)
+
+
+def test_rebuild_rejects_bad_requests(x28):
+    model = make("mobilenet")
+    table = LayerTable(model, x28)
+    with pytest.raises(ValueError, match="no layer named"):
+        rebuild(model, {"nope": 1}, table=table)
+    with pytest.raises(ValueError, match="depthwise"):
+        rebuild(model, {"blocks.0.block.3": 1}, table=table)
+    with pytest.raises(ValueError, match="outside"):
+        rebuild(model, {"fc": 999}, table=table)
+    with pytest.raises(ValueError, match="example_input"):
+        rebuild(model, {"fc": 1})
+    assert isinstance(rebuild(model, {"fc": 1}, example_input=x28).fc, FactorizedLinear)
