@@ -36,3 +36,74 @@ def uniform(problem: Problem) -> Allocation:
 
     f, ranks = _largest_feasible(problem, fractions, ranks_at, active)
     return Allocation(problem, ranks, "uniform", active=active, info={"rank_fraction": float(f)})
+
+
+@register("energy")
+def energy(problem: Problem) -> Allocation:
+    """The same kept-energy fraction in every layer: the largest that fits (found by bisection)."""
+    active = problem.default_active()
+    kept = [np.concatenate([[0.0], np.cumsum(g.values**2) / max(np.sum(g.values**2), 1e-300)]) for g in problem.groups]
+
+    def ranks_at(e):  # smallest rank keeping at least a fraction e of the energy
+        return np.array([min(int(np.searchsorted(k, e - 1e-12)), g.full_rank) for k, g in zip(kept, problem.groups)])
+
+    levels = np.unique(np.concatenate([k for k, a in zip(kept, active) if a]))
+    e, ranks = _largest_feasible(problem, levels, ranks_at, active)
+    return Allocation(problem, ranks, "energy", active=active, info={"energy_fraction": float(e)})
+
+
+@register("alds")
+def alds(problem: Problem) -> Allocation:
+    """Minimise the largest per-layer relative spectral error s_r / s_0 (as ALDS does)."""
+    active = problem.default_active()
+    rel = [g.values / g.values[0] if g.values[0] > 0 else np.zeros_like(g.values) for g in problem.groups]
+
+    def ranks_at(neg_eps):  # smallest rank whose next singular value is within eps of s_0
+        eps = -neg_eps
+        return np.array([int(np.count_nonzero(r > eps + 1e-15)) for r in rel])
+
+    levels = -np.unique(np.concatenate([r for r, a in zip(rel, active) if a] + [[0.0]]))[::-1]
+    levels = np.concatenate([[-1.0 - 1e-9], levels])  # first candidate: eps above every ratio -> rank 0
+    neg_eps, ranks = _largest_feasible(problem, levels, ranks_at, active)
+    return Allocation(problem, ranks, "alds", active=active, info={"max_spectral_error": float(-neg_eps)})
+
+
+@register("zhang")
+def zhang(problem: Problem) -> Allocation:
+    """Greedy on the product of kept energies (Zhang et al. 2016).
+
+    Start dense everywhere and repeatedly drop the singular value whose removal costs the
+    least log kept energy per share of budget saved, until every budget holds.
+    """
+    import heapq
+
+    active = problem.default_active()
+    groups = problem.groups
+    ranks = np.array([g.full_rank for g in groups], dtype=np.int64)
+    over_weight = np.where(np.isfinite(problem.budgets), 1.0 / np.maximum(problem.budgets, 1e-300), 0.0)
+    kept = [np.concatenate([[0.0], np.cumsum(g.values**2)]) for g in groups]
+
+    def move(gi):
+        g, r = groups[gi], int(ranks[gi])
+        if r == 0:
+            return None
+        new = g.dense_from - 1 if g.is_dense(r) else r - 1  # leaving dense drops to the last paying rank
+        new = max(new, 0)
+        saved = float((g.cost(r) - g.cost(new)) @ over_weight)
+        loss = np.log(max(kept[gi][r], 1e-300)) - np.log(max(kept[gi][new], 1e-300))
+        return (loss / saved if saved > 0 else np.inf), gi, new
+
+    heap = [m for gi in np.flatnonzero(active) if (m := move(gi))]  # one pending move per group
+    heapq.heapify(heap)
+    cost = problem.cost(ranks, active)
+    while not problem.fits(cost):
+        if not heap:
+            problem.check_feasible()
+            raise ValueError("zhang: no move left but the budget still does not hold")
+        _, gi, new = heapq.heappop(heap)
+        cost = cost - groups[gi].cost(int(ranks[gi])) + groups[gi].cost(new)
+        ranks[gi] = new
+        m = move(gi)
+        if m:
+            heapq.heappush(heap, m)
+    return Allocation(problem, ranks, "zhang", active=active, info={})

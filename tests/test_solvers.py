@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+
+from solvers import Group, Problem, Separable, solve
+from solvers.knapsack import lower_hull
+from solvers.objectives import discarded_energy, from_samples, spectral_error
+from solvers.synthetic import from_shapes
+
+
+def random_problem(seed, n_layers=12, macs=0.3, params=0.35):
+    rng = np.random.default_rng(seed)
+    shapes = []
+    for i in range(n_layers):
+        c = int(rng.integers(8, 48))
+        shapes.append((c, c * int(rng.choice([1, 9])), int(rng.choice([1, 16, 64, 256])), int(rng.integers(0, 2)) * c))
+    return from_shapes(shapes, macs=macs, params=params, seed=seed)
+
+
+def brute_force(problem, objective):
+    """Enumerate every rank combination (tiny problems only)."""
+    import itertools
+
+    best = np.inf
+    for ranks in itertools.product(*[range(g.full_rank + 1) for g in problem.groups]):
+        if problem.fits(problem.cost(ranks)):
+            best = min(best, objective.total(problem, ranks, problem.default_active()))
+    return best
+
+
+def test_exact_matches_brute_force_on_tiny_problems():
+    for seed in range(5):
+        p = from_shapes([(4, 6, 3, 1), (5, 5, 1, 0), (3, 7, 2, 3)], macs=0.45, params=0.5, seed=seed)
+        alloc = solve(p, "exact")
+        assert alloc.objective == pytest.approx(brute_force(p, discarded_energy(p)), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_exact_is_within_its_certified_gap_of_the_milp(seed):
+    p = random_problem(seed)
+    ex, mi = solve(p, "exact"), solve(p, "milp")
+    assert ex.feasible and mi.feasible
+    assert ex.info["gap"] <= 1e-4
+    assert ex.info["lower_bound"] <= mi.objective + 1e-12  # the bound really is a lower bound
+    assert ex.objective <= mi.objective * (1 + ex.info["gap"]) + 1e-12
+
+
+def test_exact_handles_nonconvex_measured_curves_and_alternatives():
+    rng = np.random.default_rng(3)
+    groups = []
+    for i in range(4):
+        for scheme, (m, n) in (("channel", (8, 18)), ("spatial", (6, 24))):
+            s = np.sort(rng.uniform(0.1, 2.0, min(m, n)))[::-1]
+            groups.append(Group(f"l{i}/{scheme}", s, [16 * (m + n), m + n], [0, 0], [16 * 8 * 18, 144], layer=f"l{i}", option=scheme))
+    dense = np.array([4 * 16 * 144, 4 * 144])
+    p = Problem(groups, budgets=0.4 * dense, reference_cost=dense)
+    curves = {g.name: np.concatenate([np.cumsum(rng.uniform(0, 1, g.full_rank))[::-1], [0.0]]) for g in groups}
+    curves = {k: np.maximum.accumulate(v[::-1])[::-1] + rng.uniform(0, 0.05, v.size) * (np.arange(v.size) < v.size - 1) for k, v in curves.items()}
+    obj = Separable(curves, "measured")
+    ex = solve(p, "exact", objective=obj)
+    mi = solve(p, "milp", objective=obj)
+    assert ex.feasible and ex.objective <= mi.objective + 1e-9
+    assert ex.active.sum() == 4
+
+
+def test_lower_hull():
+    y = np.array([5.0, 3.0, 2.9, 1.0, 0.5, 0.4])
+    assert list(lower_hull(y)) == [0, 1, 3, 4, 5]
+    assert list(lower_hull(np.array([4.0, 2.0, 1.0, 0.5]))) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("method", ["uniform", "energy", "alds", "zhang", "exact", "milp"])
+def test_every_method_meets_every_budget(method):
+    for seed in range(3):
+        p = random_problem(seed, macs=[0.2, 0.5, 1.0][seed], params=[0.3, 0.25, 0.6][seed])
+        alloc = solve(p, method)
+        assert alloc.feasible, (method, seed)
+        assert p.fits(p.cost(alloc.ranks, alloc.active))
+
+
+def test_exact_beats_every_baseline_on_its_objective():
+    p = random_problem(11, n_layers=20)
+    obj = discarded_energy(p)
+    best = solve(p, "exact").objective
+    for method in ("uniform", "energy", "alds", "zhang"):
+        a = solve(p, method)
+        assert best <= obj.total(p, a.ranks, a.active) + 1e-12
+
+
+def test_baselines_do_what_they_say():
+    p = random_problem(5)
+    e = solve(p, "energy")
+    frac = e.info["energy_fraction"]
+    for g, r in zip(p.groups, e.ranks):
+        assert g.energy_kept(r) >= frac - 1e-9  # every layer keeps at least the shared fraction
+    a = solve(p, "alds")
+    err = spectral_error(p)
+    worst = max(err.loss(g, r) for g, r in zip(p.groups, a.ranks))
+    assert worst == pytest.approx(a.info["max_spectral_error"], abs=1e-12)
+
+
+def test_separable_objective_errors():
+    p = random_problem(0, n_layers=3)
+    with pytest.raises(ValueError, match="no curve"):
+        solve(p, "exact", objective=Separable({}, "empty"))
+    bad = {g.name: np.full(g.full_rank + 1, np.nan) for g in p.groups}
+    with pytest.raises(ValueError, match="NaN"):
+        solve(p, "exact", objective=Separable(bad, "nan"))
+    short = {g.name: np.zeros(2) for g in p.groups}
+    with pytest.raises(ValueError, match="shape"):
+        solve(p, "exact", objective=Separable(short, "short"))
+    with pytest.raises(ValueError, match="unknown separable objective"):
+        solve(p, "exact", objective="entropy")
+    with pytest.raises(ValueError, match="must include 0"):
+        from_samples(p, {g.name: ([1, g.full_rank], [1.0, 0.0]) for g in p.groups})
