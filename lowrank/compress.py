@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+import sys
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -11,6 +12,7 @@ import solvers
 
 from .budget import Budget
 from .layers import LayerTable
+from .objective import NetworkLoss, as_batches, measure_sensitivity, split_calibration
 from .plan import Plan
 from .surgery import rebuild
 
@@ -35,20 +37,11 @@ def first_sample(batch: Any) -> Any:
 
 
 def example_from_calib(calib: Any) -> Any:
-    """The model input of the first calibration batch.
+    """The model input of the first calibration batch."""
+    return as_batches(calib)[0][0]
 
-    ``calib`` may be an input tensor, a dict of keyword inputs, an ``(inputs, targets)``
-    pair, or an iterable (e.g. a DataLoader) of any of those.
-    """
-    if isinstance(calib, (torch.Tensor, dict)):
-        return calib
-    if isinstance(calib, tuple) and len(calib) == 2 and isinstance(calib[0], (torch.Tensor, dict)):
-        return calib[0]
-    if isinstance(calib, Iterable):
-        for batch in calib:
-            return example_from_calib(batch)
-        raise ValueError("calib is empty: give at least one batch of inputs")
-    raise ValueError(f"calib must be a tensor, a dict, an (inputs, targets) pair or an iterable of batches, not {type(calib).__name__}")
+
+DATA_METHODS = ("cobla", "sensitivity")  # methods that run the network on calibration data
 
 
 def compress(
@@ -58,19 +51,50 @@ def compress(
     method: str = "uniform",
     scheme: str = "channel",
     table: LayerTable | None = None,
+    loss: Callable | None = None,
+    selection: Any = None,
+    progress: bool = False,
     **solver_options,
 ) -> CompressionResult:
     """Factorise ``model``'s layers so that the result fits ``budget``.
 
-    MACs are counted for one sample of the calibration input. ``scheme`` is ``channel`` or
-    ``spatial`` for every conv layer. Pass a prebuilt ``table`` to reuse its SVDs across calls.
+    ``calib``: an input tensor, an ``(inputs, targets)`` pair, or an iterable of those (a
+    DataLoader). MACs are counted for one sample. ``scheme``: ``channel``, ``spatial`` or
+    ``auto`` (the solver picks one per conv layer). ``method``: any of ``solvers.methods()``.
+    ``cobla`` and ``sensitivity`` run the network: ``loss(outputs, targets)`` defaults to
+    cross-entropy with targets, else distance to the original outputs. ``cobla`` takes its
+    gradients on ``calib`` and picks its rounding on ``selection`` (default: the last quarter
+    of ``calib``, held out from the gradients). Pass a prebuilt ``table`` to reuse its SVDs.
     """
     if not isinstance(budget, Budget):
         raise TypeError(f"budget must be a lowrank.Budget, e.g. Budget(macs=0.5), not {type(budget).__name__}")
+    if method not in solvers.methods():
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(solvers.methods())}")
+    batches = as_batches(calib)
     if table is None:
-        table = LayerTable(model, first_sample(example_from_calib(calib)))
+        table = LayerTable(model, first_sample(batches[0][0]))
     problem = table.problem(budget, scheme)
+    problem.check_feasible()
+    if method in DATA_METHODS:
+        if selection is None:
+            batches, select_batches = split_calibration(batches)
+        else:
+            select_batches = as_batches(selection)
+        if method == "cobla":
+            solver_options.setdefault("objective", NetworkLoss(table, problem, batches, loss).differentiable())
+            solver_options.setdefault("select", NetworkLoss(table, problem, select_batches, loss).score_allocations)
+            if progress:
+                solver_options.setdefault("progress", _print_progress("cobla"))
+        else:
+            solver_options.setdefault("objective", measure_sensitivity(table, problem, batches, loss))
     alloc = solvers.solve(problem, method=method, **solver_options)
     plan = Plan.from_allocation(table, alloc, budget.limits(table.totals))
     rebuilt = rebuild(model, plan.ranks, plan.schemes, table=table)
     return CompressionResult(rebuilt, plan, alloc, table)
+
+
+def _print_progress(name):
+    def show(iteration, value):
+        print(f"\r{name}: iteration {iteration}, loss {value:.5f}", end="", file=sys.stderr, flush=True)
+
+    return show

@@ -22,10 +22,27 @@ def _largest_feasible(problem: Problem, candidates: np.ndarray, ranks_at, active
     return candidates[lo], ranks_at(candidates[lo])
 
 
+def preferred_active(problem: Problem, share: float = 0.25) -> np.ndarray:
+    """One alternative per layer for policies that cannot choose inside their search.
+
+    Picks the alternative that keeps the most energy when spending the same ``share`` of the
+    layer's dense parameters (the scheme whose spectrum is more compressible).
+    """
+    active = np.zeros(len(problem.groups), dtype=bool)
+    for idx in problem.layers.values():
+        def kept(i):
+            g = problem.groups[i]
+            per_rank = g.rank_cost[-1] if g.rank_cost[-1] > 0 else 1.0
+            r = int(min(g.full_rank, share * g.dense_cost[-1] // per_rank))
+            return g.energy_kept(r)
+        active[max(idx, key=kept)] = True
+    return active
+
+
 @register("uniform")
 def uniform(problem: Problem) -> Allocation:
     """The same fraction of rank in every layer: the largest fraction that fits every budget."""
-    active = problem.default_active()
+    active = preferred_active(problem)
     groups = [g for g, a in zip(problem.groups, active) if a]
     full = np.array([g.full_rank for g in problem.groups])
     # Every fraction at which some layer's floor(f * R) steps up; ranks are monotone in f.
@@ -41,7 +58,7 @@ def uniform(problem: Problem) -> Allocation:
 @register("energy")
 def energy(problem: Problem) -> Allocation:
     """The same kept-energy fraction in every layer: the largest that fits (found by bisection)."""
-    active = problem.default_active()
+    active = preferred_active(problem)
     kept = [np.concatenate([[0.0], np.cumsum(g.values**2) / max(np.sum(g.values**2), 1e-300)]) for g in problem.groups]
 
     def ranks_at(e):  # smallest rank keeping at least a fraction e of the energy
@@ -55,7 +72,7 @@ def energy(problem: Problem) -> Allocation:
 @register("alds")
 def alds(problem: Problem) -> Allocation:
     """Minimise the largest per-layer relative spectral error s_r / s_0 (as ALDS does)."""
-    active = problem.default_active()
+    active = preferred_active(problem)
     rel = [g.values / g.values[0] if g.values[0] > 0 else np.zeros_like(g.values) for g in problem.groups]
 
     def ranks_at(neg_eps):  # smallest rank whose next singular value is within eps of s_0
@@ -77,7 +94,7 @@ def zhang(problem: Problem) -> Allocation:
     """
     import heapq
 
-    active = problem.default_active()
+    active = preferred_active(problem)
     groups = problem.groups
     ranks = np.array([g.full_rank for g in groups], dtype=np.int64)
     over_weight = np.where(np.isfinite(problem.budgets), 1.0 / np.maximum(problem.budgets, 1e-300), 0.0)
@@ -107,3 +124,26 @@ def zhang(problem: Problem) -> Allocation:
         if m:
             heapq.heappush(heap, m)
     return Allocation(problem, ranks, "zhang", active=active, info={})
+
+
+@register("sensitivity")
+def sensitivity(problem: Problem, objective=None) -> Allocation:
+    """AIMET-style: per-layer loss measured at candidate ranks, one shared tolerance for all.
+
+    Each layer takes the smallest rank whose measured loss is within ``tau`` of its loss at
+    full rank; ``tau`` is the smallest tolerance that fits every budget (bisection).
+    """
+    from .objectives import separable_objective
+
+    obj = separable_objective(problem, objective)
+    active = preferred_active(problem)
+    excess = [obj.curves[g.name] - obj.curves[g.name][-1] for g in problem.groups]
+
+    def ranks_at(neg_tau):
+        tau = -neg_tau
+        return np.array([int(np.argmax(e <= tau + 1e-15)) for e in excess])
+
+    levels = np.unique(np.concatenate([e for e, a in zip(excess, active) if a]))
+    candidates = -levels[::-1]  # from the largest tolerance (rank 0 fits) to the smallest
+    neg_tau, ranks = _largest_feasible(problem, candidates, ranks_at, active)
+    return Allocation(problem, ranks, "sensitivity", active=active, info={"tolerance": float(-neg_tau), "objective_name": obj.name})

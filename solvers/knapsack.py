@@ -243,15 +243,20 @@ def option_matrix(problem: Problem, objective: Separable):
     loss, cost, layer_rows, owner = [], [], [], []
     layer_ids = {name: i for i, name in enumerate(problem.layers)}
     for gi, g in enumerate(problem.groups):
-        ranks = list(range(min(g.dense_from, g.full_rank + 1))) + ([g.full_rank] if g.dense_from <= g.full_rank else [])
-        for r in ranks:
-            loss.append(objective.curves[g.name][r])
-            cost.append(g.cost(r))
-            layer_rows.append(layer_ids[g.layer])
-            owner.append((gi, r))
-    n = len(loss)
+        n_fact = min(g.dense_from, g.full_rank + 1)
+        r = np.arange(n_fact)
+        loss.append(objective.curves[g.name][:n_fact])
+        cost.append(g.fixed_cost + r[:, None] * g.rank_cost)
+        owner += [(gi, int(k)) for k in r]
+        if g.dense_from <= g.full_rank:
+            loss.append([objective.curves[g.name][g.full_rank]])
+            cost.append(g.dense_cost[None, :])
+            owner.append((gi, g.full_rank))
+        layer_rows.append(np.full(n_fact + (g.dense_from <= g.full_rank), layer_ids[g.layer]))
+    loss, cost, layer_rows = np.concatenate(loss), np.concatenate(cost), np.concatenate(layer_rows)
+    n = loss.size
     one_hot = sparse.csr_matrix((np.ones(n), (layer_rows, np.arange(n))), shape=(len(layer_ids), n))
-    return np.array(loss), np.array(cost), one_hot, owner
+    return loss, cost, one_hot, owner, layer_rows
 
 
 def _from_options(problem: Problem, x: np.ndarray, owner) -> tuple[np.ndarray, np.ndarray]:
@@ -263,9 +268,24 @@ def _from_options(problem: Problem, x: np.ndarray, owner) -> tuple[np.ndarray, n
     return ranks, active
 
 
-def branch_and_bound(problem: Problem, objective: Separable, time_limit: float, gap: float):
-    """The multiple-choice knapsack as a MILP solved by HiGHS (formulation: one-hot per layer)."""
-    loss, cost, one_hot, owner = option_matrix(problem, objective)
+def branch_and_bound(problem: Problem, objective: Separable, time_limit: float, gap: float, prune=None):
+    """The multiple-choice knapsack as a MILP solved by HiGHS (formulation: one-hot per layer).
+
+    ``prune = (multipliers per unit cost, lower bound, upper bound)`` drops every option whose
+    Lagrangian reduced cost exceeds upper - lower: no optimal solution can use it.
+    """
+    loss, cost, one_hot, owner, layer_rows = option_matrix(problem, objective)
+    kept = loss.size
+    if prune is not None:
+        lam, lower, upper = prune
+        val = loss + cost @ lam
+        best = np.full(one_hot.shape[0], np.inf)
+        np.minimum.at(best, layer_rows, val)
+        keep = val - best[layer_rows] <= (upper - lower) + 1e-9 * max(1.0, abs(upper))
+        loss, cost, layer_rows = loss[keep], cost[keep], layer_rows[keep]
+        owner = [o for o, k in zip(owner, keep) if k]
+        one_hot = sparse.csr_matrix((np.ones(loss.size), (layer_rows, np.arange(loss.size))), shape=(one_hot.shape[0], loss.size))
+        kept = loss.size
     limited = np.flatnonzero(np.isfinite(problem.budgets))
     constraints = [optimize.LinearConstraint(one_hot, 1, 1)]
     if limited.size:
@@ -281,7 +301,7 @@ def branch_and_bound(problem: Problem, objective: Separable, time_limit: float, 
         return None
     ranks, active = _from_options(problem, res.x, owner)
     bound = getattr(res, "mip_dual_bound", None)
-    return ranks, active, (None if bound is None else float(bound) + offset * len(problem.layers)), res.message
+    return ranks, active, (None if bound is None else float(bound) + offset * len(problem.layers)), res.message, kept
 
 
 @register("exact")
@@ -298,9 +318,11 @@ def exact(problem: Problem, objective=None, gap_tol: float = 1e-4, time_limit: f
             "lagrangian_seconds": time.perf_counter() - t0, "closed_by": "lagrangian"}
     gap = _relative_gap(best.loss, dual)
     if gap > gap_tol:
-        out = branch_and_bound(problem, obj, time_limit, gap_tol / 2)
+        lam_abs = np.zeros(len(problem.resources)) if lam is None else lam / lag.scale
+        out = branch_and_bound(problem, obj, time_limit, gap_tol / 2, prune=(lam_abs, dual, best.loss))
         if out is not None:
-            ranks, active, bound, message = out
+            ranks, active, bound, message, kept = out
+            info["milp_options"] = kept
             cand = lag.evaluate(ranks, active)
             if problem.fits(cand.cost) and cand.loss <= best.loss:
                 best = cand
@@ -308,5 +330,5 @@ def exact(problem: Problem, objective=None, gap_tol: float = 1e-4, time_limit: f
                 dual = max(dual, bound)
             info.update(closed_by="branch-and-bound", milp_message=message)
         gap = _relative_gap(best.loss, dual)
-    info.update(lower_bound=dual, gap=gap, objective_name=obj.name)
+    info.update(lower_bound=float(dual), gap=float(gap), objective_name=obj.name)
     return Allocation(problem, best.ranks, "exact", active=best.active, objective=best.loss, info=info)

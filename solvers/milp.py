@@ -22,7 +22,7 @@ def _mip_solver() -> str:
 def milp(problem: Problem, objective=None, solver: str | None = None, time_limit: float = 600.0, verbose: bool = False) -> Allocation:
     """Minimise the separable loss over one-hot rank choices under every budget, with cvxpy."""
     obj = separable_objective(problem, objective)
-    loss, cost, one_hot, owner = option_matrix(problem, obj)
+    loss, cost, one_hot, owner, _ = option_matrix(problem, obj)
     x = cp.Variable(loss.size, boolean=True)
     limited = np.flatnonzero(np.isfinite(problem.budgets))
     constraints = [one_hot @ x == 1]

@@ -119,19 +119,28 @@ def separable_objective(problem: Problem, objective=None) -> Separable:
 
 @dataclass
 class Differentiable:
-    """``fn(masks: list[np.ndarray]) -> (loss, list of gradients)``, one mask vector per group."""
+    """``fn(masks) -> (loss, grads)``: masks and grads are dicts group name -> vector.
+
+    ``masks`` names one group per layer (the chosen alternative); a layer left dense gets
+    all ones. The gradient of every given mask must come back, of the same shape.
+    """
 
     fn: Callable
     name: str = "network loss"
 
-    def __call__(self, masks):
+    def __call__(self, masks: Mapping[str, np.ndarray]):
         value, grads = self.fn(masks)
         value = float(value)
         if not np.isfinite(value):
             raise ValueError(f"objective {self.name!r} returned a non-finite loss ({value})")
-        grads = [np.asarray(g, dtype=np.float64) for g in grads]
-        if len(grads) != len(masks) or any(g.shape != m.shape for g, m in zip(grads, masks)):
-            raise ValueError(f"objective {self.name!r} returned gradients whose shapes do not match the masks")
-        if not all(np.all(np.isfinite(g)) for g in grads):
-            raise ValueError(f"objective {self.name!r} returned NaN or infinite gradients")
-        return value, grads
+        out = {}
+        for key, m in masks.items():
+            if key not in grads:
+                raise ValueError(f"objective {self.name!r} returned no gradient for {key!r}")
+            g = np.asarray(grads[key], dtype=np.float64)
+            if g.shape != np.shape(m):
+                raise ValueError(f"objective {self.name!r}: gradient for {key!r} has shape {g.shape}, mask has {np.shape(m)}")
+            if not np.all(np.isfinite(g)):
+                raise ValueError(f"objective {self.name!r} returned NaN or infinite gradients for {key!r}")
+            out[key] = g
+        return value, out

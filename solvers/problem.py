@@ -12,6 +12,7 @@ for one conv): exactly one of them is used.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Sequence
 
 import numpy as np
@@ -61,7 +62,7 @@ class Group:
     def full_rank(self) -> int:
         return int(self.values.size)
 
-    @property
+    @cached_property
     def dense_from(self) -> int:
         """Smallest rank whose factorised form is not cheaper than dense in some resource.
 
@@ -169,6 +170,18 @@ class Problem:
         for idx in self.layers.values():
             active[idx[0]] = True
         return active
+
+    def subset(self, keep: Sequence[bool], frozen_dense: Sequence[bool] | None = None) -> "Problem":
+        """The same budgets over only the kept groups; ``frozen_dense`` groups become base cost."""
+        keep = np.asarray(keep, dtype=bool)
+        base = self.base_cost.copy()
+        if frozen_dense is not None:
+            for g, f in zip(self.groups, np.asarray(frozen_dense, dtype=bool)):
+                if f:
+                    base += g.dense_cost
+            keep = keep & ~np.asarray(frozen_dense, dtype=bool)
+        groups = [g for g, k in zip(self.groups, keep) if k]
+        return Problem(groups, self.budgets, self.resources, base, self.reference_cost, self.objective, dict(self.meta))
 
     def fits(self, cost: np.ndarray) -> bool:
         return bool(np.all(np.asarray(cost) <= self.budgets))

@@ -1,0 +1,160 @@
+"""The bridge from a model to a solver objective: the network's loss as a function of masks.
+
+- :class:`NetworkLoss`: loss on calibration batches through the masked model, with its
+  gradient with respect to every singular-value mask (autograd); also scores whole rank
+  allocations (prefix masks), which is how candidate roundings are compared on a selection
+  split.
+- :func:`measure_sensitivity`: per-layer loss at candidate ranks (one layer truncated at a
+  time), for the AIMET-style ``sensitivity`` method.
+
+The loss is cross-entropy against the targets when the batches have them, otherwise the
+mean squared distance to the original model's outputs (distillation).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from solvers import Differentiable, Problem, Separable
+from solvers.objectives import from_samples
+
+from .layers import LayerTable, call_model
+
+Batch = tuple[Any, Any]  # (inputs, targets or None)
+
+
+def as_batches(calib: Any) -> list[Batch]:
+    """Normalise calibration data to a list of (inputs, targets-or-None) batches."""
+    if isinstance(calib, (torch.Tensor, dict)):
+        return [(calib, None)]
+    if isinstance(calib, tuple) and len(calib) == 2 and isinstance(calib[0], (torch.Tensor, dict)):
+        return [(calib[0], calib[1])]
+    if isinstance(calib, Iterable):
+        out = []
+        for b in calib:
+            out += as_batches(b)
+        if not out:
+            raise ValueError("calib is empty: give at least one batch of inputs")
+        return out
+    raise ValueError(f"calib must be a tensor, a dict, an (inputs, targets) pair or an iterable of batches, not {type(calib).__name__}")
+
+
+def _take(x, idx):
+    if isinstance(x, torch.Tensor):
+        return x[idx]
+    if isinstance(x, dict):
+        return {k: _take(v, idx) for k, v in x.items()}
+    return x
+
+
+def _size(x) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.shape[0]
+    if isinstance(x, dict):
+        return next(iter(x.values())).shape[0]
+    raise ValueError("cannot tell the batch size of the calibration inputs")
+
+
+def split_calibration(batches: list[Batch], selection_fraction: float = 0.25) -> tuple[list[Batch], list[Batch]]:
+    """Disjoint (gradient, selection) parts: the last batches, or the last samples of one batch."""
+    if len(batches) >= 2:
+        n_sel = max(1, int(round(len(batches) * selection_fraction)))
+        return batches[:-n_sel], batches[-n_sel:]
+    (x, y), = batches
+    n = _size(x)
+    if n < 2:
+        raise ValueError("calibration data needs at least 2 samples: one part for gradients, one to select the rounding")
+    cut = n - max(1, int(round(n * selection_fraction)))
+    first, last = slice(0, cut), slice(cut, n)
+    return [(_take(x, first), None if y is None else y[first])], [(_take(x, last), None if y is None else y[last])]
+
+
+class NetworkLoss:
+    """Loss of the masked model on fixed batches; masks and gradients keyed by group name."""
+
+    def __init__(self, table: LayerTable, problem: Problem, batches: Sequence[Batch], loss: Callable | None = None):
+        self.table, self.problem, self.batches = table, problem, list(batches)
+        self.groups = {g.name: g for g in problem.groups}
+        self.loss_fn = loss
+        self._models: dict[tuple, Any] = {}
+        model = table.model
+        self.references = []
+        with torch.no_grad():
+            for x, y in self.batches:
+                self.references.append(call_model(model, x) if y is None else None)
+
+    def _masked(self, names: Sequence[str]):
+        key = tuple(sorted(names))
+        if key not in self._models:
+            schemes = {self.groups[n].layer: self.groups[n].option for n in names}
+            self._models[key] = self.table.masked_model(schemes, names=list(schemes))
+        return self._models[key]
+
+    def _loss(self, out, y, ref):
+        if self.loss_fn is not None:
+            return self.loss_fn(out, y if y is not None else ref)
+        if y is not None:
+            return F.cross_entropy(out, y)
+        return F.mse_loss(out, ref)
+
+    def evaluate(self, masks: dict[str, np.ndarray], grad: bool = True):
+        masked = self._masked(list(masks))
+        by_layer = {}
+        tensors = {}
+        for name, m in masks.items():
+            t = torch.as_tensor(np.asarray(m), dtype=torch.float64).requires_grad_(grad)
+            tensors[name] = t
+            by_layer[self.groups[name].layer] = t
+        total_n = sum(_size(x) for x, _ in self.batches)
+        value = 0.0
+        with torch.set_grad_enabled(grad):
+            for (x, y), ref in zip(self.batches, self.references):
+                loss = self._loss(masked(x, by_layer), y, ref) * (_size(x) / total_n)
+                if grad:
+                    loss.backward()
+                value += float(loss.detach())
+        if not grad:
+            return value, None
+        return value, {n: (t.grad.numpy().copy() if t.grad is not None else np.zeros(t.shape)) for n, t in tensors.items()}
+
+    def __call__(self, masks):
+        return self.evaluate(masks, grad=True)
+
+    def differentiable(self) -> Differentiable:
+        return Differentiable(self, "network loss")
+
+    def score_allocations(self, allocations: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+        """Loss of each (ranks, active) allocation, computed with prefix masks."""
+        out = []
+        for ranks, active in allocations:
+            masks = {}
+            for g, r, a in zip(self.problem.groups, ranks, active):
+                if a:
+                    masks[g.name] = (np.arange(g.full_rank) < g.normalise(int(r))).astype(np.float64)
+            out.append(self.evaluate(masks, grad=False)[0])
+        return out
+
+
+def measure_sensitivity(
+    table: LayerTable, problem: Problem, batches: Sequence[Batch], loss: Callable | None = None,
+    fractions: Sequence[float] = (0, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1), progress=None,
+) -> Separable:
+    """Loss with one group truncated at each candidate rank, all other layers exact."""
+    net = NetworkLoss(table, problem, batches, loss)
+    samples = {}
+    layers = problem.layers
+    for gi, g in enumerate(problem.groups):
+        # the other layers at full rank, in their first alternative
+        others = {problem.groups[idx[0]].name: np.ones(problem.groups[idx[0]].full_rank) for layer, idx in layers.items() if layer != g.layer}
+        ranks = sorted({int(round(f * g.full_rank)) for f in fractions} | {0, g.full_rank})
+        losses = []
+        for r in ranks:
+            m = (np.arange(g.full_rank) < g.normalise(r)).astype(np.float64)
+            losses.append(net.evaluate({**others, g.name: m}, grad=False)[0])
+        samples[g.name] = (ranks, losses)
+        if progress:
+            progress(gi + 1, len(problem.groups))
+    return from_samples(problem, samples, "measured loss")

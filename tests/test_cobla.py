@@ -1,0 +1,122 @@
+"""COBLA on a real trained model, and the pieces it stands on."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lowrank
+from lowrank import Budget, LayerTable
+from lowrank.objective import NetworkLoss, as_batches, split_calibration
+from lowrank.zoo import LeNet5
+from solvers import Differentiable, solve
+from solvers.sqp import RelaxedBudgets, solve_qp
+from solvers.synthetic import from_shapes
+
+BASELINES = ["uniform", "energy", "alds", "zhang", "exact", "sensitivity"]
+
+
+@pytest.fixture(scope="module")
+def trained_lenet():
+    """LeNet-5 trained for 6 epochs on scikit-learn's bundled digits (upsampled to 28x28)."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    torch.manual_seed(0)
+    d = datasets.load_digits()
+    x = F.interpolate(torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0, size=28, mode="bilinear", align_corners=False)
+    y = torch.tensor(d.target)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    train, calib, test = perm[:1200], perm[1200:1500], perm[1500:]
+    model = LeNet5()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    for _ in range(6):
+        for i in range(0, len(train), 64):
+            idx = train[i : i + 64]
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    model.eval()
+    batches = [(x[calib[i : i + 100]], y[calib[i : i + 100]]) for i in range(0, 300, 100)]
+    return model, batches, (x[test], y[test])
+
+
+@pytest.mark.parametrize("scheme", ["channel", "auto"])
+def test_cobla_is_no_worse_than_any_baseline_on_calibration_loss(trained_lenet, scheme):
+    model, calib, (x_test, y_test) = trained_lenet
+    with torch.no_grad():
+        assert (model(x_test).argmax(1) == y_test).float().mean() > 0.9  # the model really is trained
+    budget = Budget(macs=0.3, params=0.3)
+    table = LayerTable(model, x_test[:1])
+    full_calib = NetworkLoss(table, table.problem(budget, scheme), as_batches(calib))
+    losses = {}
+    for method in BASELINES + ["cobla"]:
+        result = lowrank.compress(model, calib, budget, method=method, scheme=scheme, table=table)
+        assert result.allocation.feasible
+        losses[method] = full_calib.score_allocations([(result.allocation.ranks, result.allocation.active)])[0]
+    best_baseline = min(losses[m] for m in BASELINES)
+    assert losses["cobla"] <= best_baseline, losses
+    info = result.allocation.info
+    assert info["scored_by"] == "selection split" and info["iterations"] >= 1
+    assert set(info["candidates"]) >= {"floor+fill", "linearised-exact", "warm-start"}
+    assert info["trace"][-1] <= info["trace"][0]  # SQP never increases the relaxed loss
+
+
+def test_calibration_split_is_disjoint():
+    xs = [torch.full((4, 1), float(i)) for i in range(8)]
+    grad, sel = split_calibration([(x, None) for x in xs])
+    assert len(grad) == 6 and len(sel) == 2
+    assert not {float(b[0][0]) for b in grad} & {float(b[0][0]) for b in sel}
+    (g1,), (s1,) = split_calibration([(torch.arange(10.0)[:, None], torch.arange(10))])
+    assert set(g1[1].tolist()) | set(s1[1].tolist()) == set(range(10))
+    assert not set(g1[1].tolist()) & set(s1[1].tolist())
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        split_calibration([(torch.zeros(1, 3), None)])
+
+
+def test_network_loss_gradient_matches_finite_differences(trained_lenet):
+    model, calib, _ = trained_lenet
+    table = LayerTable(model, calib[0][0][:1])
+    problem = table.problem(Budget(macs=0.5))
+    net = NetworkLoss(table, problem, calib[:1])
+    masks = {g.name: np.full(g.full_rank, 0.7) for g in problem.groups}
+    value, grads = net(masks)
+    name = problem.groups[1].name
+    eps = 1e-2  # the model computes in float32: a central difference with a moderate step
+    up, down = ({**masks, name: masks[name].copy()} for _ in range(2))
+    up[name][0] += eps
+    down[name][0] -= eps
+    fd = (net.evaluate(up, grad=False)[0] - net.evaluate(down, grad=False)[0]) / (2 * eps)
+    assert fd == pytest.approx(grads[name][0], rel=1e-2, abs=1e-5)
+
+
+def test_qp_subproblem_matches_a_general_qp_solver():
+    cp = pytest.importorskip("cvxpy")
+    p = from_shapes([(20, 30, 4, 0), (16, 40, 9, 0), (25, 25, 1, 0)], macs=0.3, params=0.35, seed=1)
+    b = RelaxedBudgets(p)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, b.C.shape[0]) * 0.3
+    g = rng.normal(size=x.size)
+    h = rng.uniform(0.5, 3.0, x.size)
+    y, mu, _ = solve_qp(x, g, h, b)
+    d = cp.Variable(x.size)
+    prob = cp.Problem(cp.Minimize(g @ d + 0.5 * cp.sum(cp.multiply(h, cp.square(d)))), [x + d >= 0, x + d <= 1, (x + d) @ b.C <= b.cap])
+    prob.solve()
+    ours = g @ (y - x) + 0.5 * np.sum(h * (y - x) ** 2)
+    assert np.all(y @ b.C <= b.cap + 1e-9) and np.all((y >= 0) & (y <= 1))
+    assert ours == pytest.approx(prob.value, rel=1e-5, abs=1e-8)
+
+
+def test_cobla_errors_are_clear():
+    p = from_shapes([(8, 8, 1, 0), (6, 9, 1, 0)], seed=0)
+    with pytest.raises(ValueError, match="Differentiable"):
+        solve(p, "cobla")
+
+    def nan_loss(masks):
+        return float("nan"), {k: np.zeros_like(v) for k, v in masks.items()}
+
+    with pytest.raises(ValueError, match="non-finite"):
+        solve(p, "cobla", objective=Differentiable(nan_loss))
+
+    def wrong_shape(masks):
+        return 1.0, {k: np.zeros(3) for k in masks}
+
+    with pytest.raises(ValueError, match="shape"):
+        solve(p, "cobla", objective=Differentiable(wrong_shape))
