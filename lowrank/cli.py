@@ -18,11 +18,12 @@ def _demo(args) -> int:
     torch.manual_seed(args.seed)
     model = ARCHITECTURES[args.model]().eval()
     x = torch.randn(1, 1, 28, 28)
+    calib = torch.randn(32, 1, 28, 28)  # no data yet: methods that run the network distil the original's outputs
     budget = Budget(macs=args.macs, params=args.params)
     table = LayerTable(model, x)
     print(f"model: {args.model} (built-in, randomly initialised from seed {args.seed}; trained weights come with the zoo)")
     print(table.summary(), end="\n\n")
-    result = compress(model, x, budget, method=args.method, scheme=args.scheme, table=table)
+    result = compress(model, calib, budget, method=args.method, scheme=args.scheme, table=table, progress=True)
     print(f"{budget}, method {args.method}, scheme {args.scheme}")
     print(result.plan.table(), end="\n\n")
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -42,6 +43,8 @@ def _demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import solvers
+
     from .zoo import ARCHITECTURES
 
     parser = argparse.ArgumentParser(prog="lowrank", description="Compress PyTorch networks by low-rank factorisation under MAC and parameter budgets.")
@@ -55,8 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default="lenet5", choices=sorted(ARCHITECTURES))
     demo.add_argument("--macs", type=float, default=0.5, help="MAC budget: fraction (0, 1] or absolute count (default 0.5)")
     demo.add_argument("--params", type=float, default=0.4, help="parameter budget: fraction (0, 1] or absolute count (default 0.4)")
-    demo.add_argument("--method", default="uniform")
-    demo.add_argument("--scheme", default="channel", choices=["channel", "spatial"])
+    demo.add_argument("--method", default="uniform", choices=solvers.methods(), help="allocation method (default uniform)")
+    demo.add_argument("--scheme", default="channel", choices=["channel", "spatial", "auto"])
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", metavar="FILE", help="also write the plan as JSON")
     demo.set_defaults(run=_demo)

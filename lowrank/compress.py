@@ -88,6 +88,8 @@ def compress(
         else:
             solver_options.setdefault("objective", measure_sensitivity(table, problem, batches, loss))
     alloc = solvers.solve(problem, method=method, **solver_options)
+    if progress and method == "cobla":
+        print(file=sys.stderr)  # end the progress line
     plan = Plan.from_allocation(table, alloc, budget.limits(table.totals))
     rebuilt = rebuild(model, plan.ranks, plan.schemes, table=table)
     return CompressionResult(rebuilt, plan, alloc, table)

@@ -97,3 +97,32 @@ def test_calibration_data_forms(x28):
 def test_public_api_is_importable():
     for name in lowrank.__all__:
         assert hasattr(lowrank, name)
+
+
+@pytest.mark.parametrize("method", ["energy", "alds", "zhang", "exact", "milp", "sensitivity", "cobla"])
+def test_every_method_from_compress_meets_the_budget_by_independent_count(method):
+    model = make("vgg")
+    torch.manual_seed(0)
+    calib = [(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))) for _ in range(2)]
+    x = calib[0][0][:1]
+    table = LayerTable(model, x)
+    budget = Budget(macs=0.35, params=0.3)
+    limits = budget.limits(table.totals)
+    for scheme in ("spatial", "auto"):
+        kwargs = {"max_iter": 3} if method == "cobla" else {}
+        result = compress(model, calib, budget, method=method, scheme=scheme, table=table, **kwargs)
+        assert counted_macs(result.model, x) == result.plan.totals_after["macs"] <= limits["macs"]
+        assert n_params(result.model) == result.plan.totals_after["params"] <= limits["params"]
+
+
+def test_auto_scheme_picks_one_scheme_per_conv_and_beats_a_fixed_scheme(x28):
+    model = make("vgg")
+    table = LayerTable(model, x28)
+    budget = Budget(macs=0.4, params=0.4)
+    auto = compress(model, x28, budget, method="exact", scheme="auto", table=table)
+    schemes = auto.plan.schemes
+    assert set(schemes) == {l.name for l in table.compressible}
+    assert all(schemes[l.name] in ("channel", "spatial") for l in table.compressible if l.kind == "conv2d")
+    for fixed in ("channel", "spatial"):
+        other = compress(model, x28, budget, method="exact", scheme=fixed, table=table)
+        assert auto.allocation.objective <= other.allocation.objective * (1 + 1e-4) + 1e-12
