@@ -42,6 +42,32 @@ def _demo(args) -> int:
     return 0
 
 
+def _zoo_list(args) -> int:
+    from .zoo import ZOO
+
+    for entry in ZOO.values():
+        weights = "weights committed" if entry.weights_path.exists() else "no weights yet: lowrank zoo train " + entry.name
+        recorded = f"{entry.recorded_metric:.2%} {entry.metric}" if entry.recorded_metric is not None else "not recorded"
+        print(f"{entry.name:18s} {entry.dataset:14s} {recorded:24s} {weights}\n{'':18s} {entry.description}")
+    return 0
+
+
+def _zoo_train(args) -> int:
+    import torch
+
+    from .zoo import get
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    entry = get(args.name)
+    model, history, sha = entry.train(device=args.device, progress=True)
+    print(f"{entry.name}: test accuracy per epoch {', '.join(f'{a:.4f}' for a in history)}")
+    print(f"weights written to {entry.weights_path} (sha256 {sha})")
+    if entry.recorded_metric is not None:
+        print(f"recorded: {entry.recorded_metric:.4f}; difference {100 * (history[-1] - entry.recorded_metric):+.2f} pt")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     import solvers
 
@@ -63,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", metavar="FILE", help="also write the plan as JSON")
     demo.set_defaults(run=_demo)
+
+    zoo = sub.add_parser("zoo", help="list or train the built-in trained models", description="The zoo of trained models.")
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
+    zoo_sub.add_parser("list", help="show every entry, its dataset, recorded metric and weights").set_defaults(run=_zoo_list)
+    train = zoo_sub.add_parser(
+        "train", help="train an entry from its recorded seed and overwrite its weights",
+        epilog="example: lowrank zoo train lenet5-fmnist --threads 2",
+    )
+    train.add_argument("name")
+    train.add_argument("--device", default="cpu")
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    train.set_defaults(run=_zoo_train)
     return parser
 
 

@@ -58,8 +58,8 @@ def compress(
 ) -> CompressionResult:
     """Factorise ``model``'s layers so that the result fits ``budget``.
 
-    ``calib``: an input tensor, an ``(inputs, targets)`` pair, or an iterable of those (a
-    DataLoader). MACs are counted for one sample. ``scheme``: ``channel``, ``spatial`` or
+    ``calib``: an input tensor, an ``(inputs, targets)`` pair, an iterable of those (a
+    DataLoader), or a zoo entry (its calibration and selection splits). MACs are counted for one sample. ``scheme``: ``channel``, ``spatial`` or
     ``auto`` (the solver picks one per conv layer). ``method``: any of ``solvers.methods()``.
     ``cobla`` and ``sensitivity`` run the network: ``loss(outputs, targets)`` defaults to
     cross-entropy with targets, else distance to the original outputs. ``cobla`` takes its
@@ -70,6 +70,8 @@ def compress(
         raise TypeError(f"budget must be a lowrank.Budget, e.g. Budget(macs=0.5), not {type(budget).__name__}")
     if method not in solvers.methods():
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(solvers.methods())}")
+    if hasattr(calib, "calibration") and hasattr(calib, "selection"):  # a zoo entry: its own splits
+        calib, selection = calib.calibration(), (calib.selection() if selection is None else selection)
     batches = as_batches(calib)
     if table is None:
         table = LayerTable(model, first_sample(batches[0][0]))

@@ -1,7 +1,6 @@
 """The reference: the separable allocation problem as a cvxpy MILP (one-hot rank per layer)."""
 from __future__ import annotations
 
-import cvxpy as cp
 import numpy as np
 
 from .knapsack import _from_options, option_matrix
@@ -11,6 +10,8 @@ from .registry import register
 
 
 def _mip_solver() -> str:
+    import cvxpy as cp
+
     installed = cp.installed_solvers()
     for name in ("HIGHS", "SCIP", "CBC", "GLPK_MI", "SCIPY"):
         if name in installed:
@@ -21,6 +22,8 @@ def _mip_solver() -> str:
 @register("milp")
 def milp(problem: Problem, objective=None, solver: str | None = None, time_limit: float = 600.0, verbose: bool = False) -> Allocation:
     """Minimise the separable loss over one-hot rank choices under every budget, with cvxpy."""
+    import cvxpy as cp  # imported here: the rest of solvers works without it
+
     obj = separable_objective(problem, objective)
     loss, cost, one_hot, owner, _ = option_matrix(problem, obj)
     x = cp.Variable(loss.size, boolean=True)

@@ -1,4 +1,5 @@
-"""Built-in architectures (and, later, trained entries)."""
+"""Built-in architectures and the zoo of trained entries."""
 from .archs import ARCHITECTURES, LeNet5, MobileNetStyle, ResNet, mlp, vgg_style
+from .registry import ZOO, ZooEntry, get
 
-__all__ = ["ARCHITECTURES", "LeNet5", "MobileNetStyle", "ResNet", "mlp", "vgg_style"]
+__all__ = ["ARCHITECTURES", "LeNet5", "MobileNetStyle", "ResNet", "ZOO", "ZooEntry", "get", "mlp", "vgg_style"]

@@ -29,7 +29,7 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
-def vgg_style(width: int = 32, in_channels: int = 1, classes: int = 10) -> nn.Module:
+def vgg_style(width: int = 32, in_channels: int = 1, classes: int = 10, hidden: int = 256) -> nn.Module:
     """Six 3x3 conv + BatchNorm layers in three stages, then a two-layer classifier."""
     layers, c = [], in_channels
     for i, mult in enumerate((1, 1, 2, 2, 4, 4)):
@@ -38,7 +38,7 @@ def vgg_style(width: int = 32, in_channels: int = 1, classes: int = 10) -> nn.Mo
         if i % 2 == 1:  # 28 -> 14 -> 7 -> 3
             layers.append(nn.MaxPool2d(2))
     return nn.Sequential(
-        *layers, nn.Flatten(), nn.Linear(c * 3 * 3, 256), nn.ReLU(), nn.Dropout(0.3), nn.Linear(256, classes)
+        *layers, nn.Flatten(), nn.Linear(c * 3 * 3, hidden), nn.ReLU(), nn.Dropout(0.3), nn.Linear(hidden, classes)
     )
 
 

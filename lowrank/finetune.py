@@ -1,0 +1,79 @@
+"""Evaluation and recovery: the entry's metric, and fine-tuning with optional distillation."""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+
+def evaluate(model: nn.Module, entry, limit: int | None = None) -> float:
+    """The zoo entry's metric on its test split (first ``limit`` samples if given)."""
+    return entry.evaluate(model, limit=limit)
+
+
+def distillation_loss(student_logits, teacher_logits, targets, kd: float, temperature: float):
+    """(1 - kd) * cross-entropy + kd * T^2 * KL(teacher || student) on softened outputs."""
+    task = F.cross_entropy(student_logits, targets)
+    if kd <= 0:
+        return task
+    soft = F.kl_div(
+        F.log_softmax(student_logits / temperature, -1), F.log_softmax(teacher_logits / temperature, -1),
+        reduction="batchmean", log_target=True,
+    ) * temperature**2
+    return (1 - kd) * task + kd * soft
+
+
+def finetune(
+    result, entry, epochs: int = 1, teacher: nn.Module | None = None, kd: float | None = None,
+    temperature: float = 4.0, lr: float = 1e-3, batch_size: int = 128, samples_per_epoch: int | None = None,
+    seed: int = 0, progress: bool = True, eval_limit: int | None = None,
+) -> list[float]:
+    """Fine-tune a compressed model on the entry's train split; returns the metric after each epoch.
+
+    ``result`` is a CompressionResult (its model is trained in place) or a model. With a
+    ``teacher`` (usually the original model), ``kd`` (default 0.5) weighs the soft-target KL
+    against the task loss. ``samples_per_epoch`` caps an epoch's length (for quick runs).
+    """
+    model = getattr(result, "model", result)
+    if kd is None:
+        kd = 0.5 if teacher is not None else 0.0
+    if not 0.0 <= kd <= 1.0:
+        raise ValueError(f"kd must be a weight in [0, 1], got {kd}")
+    if kd > 0 and teacher is None:
+        raise ValueError("kd > 0 needs a teacher model (e.g. the uncompressed original)")
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    teacher = copy.deepcopy(teacher).eval() if teacher is not None else None
+    x, y = entry.splits.train
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    n = len(y) if samples_per_epoch is None else min(len(y), samples_per_epoch)
+    steps = (n + batch_size - 1) // batch_size
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(y), generator=gen)[:n]
+        bar = tqdm(range(steps), desc=f"fine-tune {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for s in bar:
+            idx = perm[s * batch_size : (s + 1) * batch_size]
+            xb, yb = x[idx], y[idx]
+            out = model(xb)
+            if teacher is not None and kd > 0:
+                with torch.no_grad():
+                    t_out = teacher(xb)
+                loss = distillation_loss(out, t_out, yb, kd, temperature)
+            else:
+                loss = F.cross_entropy(out, yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        model.eval()
+        history.append(evaluate(model, entry, limit=eval_limit))
+    return history

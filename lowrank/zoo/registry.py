@@ -1,0 +1,113 @@
+"""The zoo: named, trained models with their dataset, metric and checked weights."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import data
+from .archs import LeNet5, ResNet, vgg_style
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass
+class ZooEntry:
+    name: str
+    description: str
+    builder: Callable[[], nn.Module]
+    dataset: str
+    metric: str
+    train_config: dict
+    sha256: str | None = None  # of the committed weights file
+    recorded_metric: float | None = None  # on the full test split, with the committed weights
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def weights_path(self) -> Path:
+        return WEIGHTS_DIR / f"{self.name}.pt"
+
+    @cached_property
+    def splits(self) -> data.Splits:
+        return data.DATASETS[self.dataset]()
+
+    def example_input(self) -> torch.Tensor:
+        return self.splits.test[0][:1]
+
+    def calibration(self, batch_size: int = 250):
+        """The calibration part as (inputs, labels) batches: what compress takes gradients on."""
+        return self.splits.batches("calib", batch_size)
+
+    def selection(self, batch_size: int = 250):
+        """The selection part: scores candidate allocations, disjoint from calib and test."""
+        return self.splits.batches("select", batch_size)
+
+    def load(self, check: bool = True) -> nn.Module:
+        """The trained model (eval mode), its weights checked against the recorded SHA-256."""
+        path = self.weights_path
+        if not path.exists():
+            raise FileNotFoundError(f"no weights for {self.name!r} at {path}; make them with `lowrank zoo train {self.name}`")
+        if check and self.sha256 is not None:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest != self.sha256:
+                raise ValueError(f"weights of {self.name!r} do not match the recorded SHA-256 ({digest} != {self.sha256})")
+        model = self.builder()
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval()
+
+    def evaluate(self, model: nn.Module, limit: int | None = None) -> float:
+        """The entry's metric (top-1 accuracy) on its test split (the first ``limit`` samples)."""
+        from .train import accuracy
+
+        x, y = self.splits.test
+        if limit is not None:
+            x, y = x[:limit], y[:limit]
+        return accuracy(model, x, y)
+
+    def train(self, device: str = "cpu", progress: bool = True, out: Path | None = None) -> tuple[nn.Module, list[float], str]:
+        """Train from the recorded seed; save the weights; return (model, accuracy per epoch, sha256)."""
+        from .train import fit
+
+        cfg = self.train_config
+        torch.manual_seed(cfg["seed"])
+        model = self.builder()
+        history = fit(model, self.splits, cfg["epochs"], cfg["lr"], cfg["seed"], device=device, progress=progress)
+        model = model.cpu().eval()
+        out = out or self.weights_path
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), out)
+        return model, history, hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+ZOO: dict[str, ZooEntry] = {}
+
+
+def register(entry: ZooEntry) -> ZooEntry:
+    ZOO[entry.name] = entry
+    return entry
+
+
+def get(name: str) -> ZooEntry:
+    if name not in ZOO:
+        raise ValueError(f"no zoo entry {name!r}; `lowrank zoo list` shows: {', '.join(ZOO)}")
+    return ZOO[name]
+
+
+register(ZooEntry(
+    "lenet5-fmnist", "LeNet-5 (61.7k params) trained on Fashion-MNIST", LeNet5, "fashion-mnist", "top-1 accuracy",
+    {"epochs": 10, "lr": 3e-3, "seed": 0},
+    sha256="8c7673e7308c051e5b7fc91af221e53757043401798352a028ab52dae79a525b", recorded_metric=0.896,
+))
+register(ZooEntry(
+    "vgg-fmnist", "VGG-style, 6 conv + BatchNorm, width 32, 1024-wide classifier (1.5M params), trained on Fashion-MNIST",
+    lambda: vgg_style(width=32, hidden=1024), "fashion-mnist", "top-1 accuracy", {"epochs": 4, "lr": 3e-3, "seed": 0},
+))
+register(ZooEntry(
+    "resnet20-fmnist", "CIFAR-style ResNet-20 (272k params) adapted to 1-channel Fashion-MNIST",
+    lambda: ResNet(blocks=3, width=16), "fashion-mnist", "top-1 accuracy", {"epochs": 4, "lr": 3e-3, "seed": 0},
+))

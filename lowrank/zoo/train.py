@@ -1,0 +1,55 @@
+"""Train a zoo entry from its seed: Adam with a one-cycle schedule, light augmentation."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and shifts of up to 2 pixels (seeded)."""
+    n = x.shape[0]
+    flip = torch.rand(n, generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
+    return torch.roll(torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate"), (dy, dx), (-2, -1))[..., 2:-2, 2:-2]
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000, device=None) -> float:
+    device = device or next(model.parameters()).device
+    model.eval()
+    correct = 0
+    for i in range(0, len(y), batch_size):
+        correct += (model(x[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size]).sum().item()
+    return correct / len(y)
+
+
+def fit(model, splits, epochs: int, lr: float, seed: int, batch_size: int = 128, device="cpu", aug: bool = True, progress: bool = True, weight_decay: float = 5e-4):
+    """Train ``model`` on ``splits.train``; returns the test accuracy after each epoch."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model.to(device)
+    x, y = splits.train
+    steps = (len(y) + batch_size - 1) // batch_size
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps)
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(y), generator=gen)
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for s in bar:
+            idx = perm[s * batch_size : (s + 1) * batch_size]
+            xb = augment(x[idx], gen) if aug else x[idx]
+            loss = F.cross_entropy(model(xb.to(device)), y[idx].to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        history.append(accuracy(model, *splits.test, device=device))
+        if progress:
+            print(f"epoch {epoch + 1}/{epochs}: test accuracy {history[-1]:.4f}", flush=True)
+    model.eval()
+    return history
