@@ -54,6 +54,7 @@ def compress(
     loss: Callable | None = None,
     selection: Any = None,
     progress: bool = False,
+    include=None,
     **solver_options,
 ) -> CompressionResult:
     """Factorise ``model``'s layers so that the result fits ``budget``.
@@ -64,17 +65,19 @@ def compress(
     ``cobla`` and ``sensitivity`` run the network: ``loss(outputs, targets)`` defaults to
     cross-entropy with targets, else distance to the original outputs. ``cobla`` takes its
     gradients on ``calib`` and picks its rounding on ``selection`` (default: the last quarter
-    of ``calib``, held out from the gradients). Pass a prebuilt ``table`` to reuse its SVDs.
+    of ``calib``, held out from the gradients). Pass a prebuilt ``table`` to reuse its SVDs;
+    ``include`` (name prefixes or a predicate) limits which layers may be factorised.
     """
     if not isinstance(budget, Budget):
         raise TypeError(f"budget must be a lowrank.Budget, e.g. Budget(macs=0.5), not {type(budget).__name__}")
     if method not in solvers.methods():
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(solvers.methods())}")
     if hasattr(calib, "calibration") and hasattr(calib, "selection"):  # a zoo entry: its own splits
+        include = calib.include if include is None else include
         calib, selection = calib.calibration(), (calib.selection() if selection is None else selection)
     batches = as_batches(calib)
     if table is None:
-        table = LayerTable(model, first_sample(batches[0][0]))
+        table = LayerTable(model, first_sample(batches[0][0]), include=include)
     problem = table.problem(budget, scheme)
     problem.check_feasible()
     if method in DATA_METHODS:

@@ -20,6 +20,20 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530  # of the training images
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
+def take(x, idx):
+    """Index a tensor, or every tensor of a dict of model inputs, along the batch dimension."""
+    if isinstance(x, dict):
+        return {k: v[idx] for k, v in x.items()}
+    return x[idx]
+
+
+def size(x) -> int:
+    """Batch size of a tensor or a dict of input tensors."""
+    if isinstance(x, dict):
+        return len(next(iter(x.values())))
+    return len(x)
+
+
 class DatasetMissingError(RuntimeError):
     """A dataset's package is not installed; the message names the install command."""
 
@@ -37,7 +51,7 @@ class Splits:
 
     def batches(self, part: str, batch_size: int = 250) -> list[tuple[torch.Tensor, torch.Tensor]]:
         x, y = getattr(self, part)
-        return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
+        return [(take(x, slice(i, i + batch_size)), y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
 
     def sizes(self) -> dict[str, int]:
         return {p: len(getattr(self, p)[1]) for p in ("train", "calib", "select", "test")}
@@ -55,7 +69,7 @@ def split_train(name, x, y, x_test, y_test, seed: int = 0, n_calib: int = 1000, 
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     calib, select, train = perm[:n_calib], perm[n_calib : n_calib + n_select], perm[n_calib + n_select :]
     indices = {"train": train, "calib": calib, "select": select, "test": torch.arange(len(y_test))}
-    return Splits(name, (x[train], y[train]), (x[calib], y[calib]), (x[select], y[select]), (x_test, y_test), indices)
+    return Splits(name, (take(x, train), y[train]), (take(x, calib), y[calib]), (take(x, select), y[select]), (x_test, y_test), indices)
 
 
 def fashion_mnist(seed: int = 0, root: Path = FASHION_MNIST_DIR) -> Splits:

@@ -8,6 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data import take
+from .layers import call_model
+
 
 def evaluate(model: nn.Module, entry, limit: int | None = None) -> float:
     """The zoo entry's metric on its test split (first ``limit`` samples if given)."""
@@ -61,11 +64,11 @@ def finetune(
         bar = tqdm(range(steps), desc=f"fine-tune {epoch + 1}/{epochs}", disable=not progress, leave=False)
         for s in bar:
             idx = perm[s * batch_size : (s + 1) * batch_size]
-            xb, yb = x[idx], y[idx]
-            out = model(xb)
+            xb, yb = take(x, idx), y[idx]
+            out = call_model(model, xb)
             if teacher is not None and kd > 0:
                 with torch.no_grad():
-                    t_out = teacher(xb)
+                    t_out = call_model(teacher, xb)
                 loss = distillation_loss(out, t_out, yb, kd, temperature)
             else:
                 loss = F.cross_entropy(out, yb)

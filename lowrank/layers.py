@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import networkx as nx
 import torch
@@ -104,9 +104,15 @@ class LayerTable:
     The model is not modified.
     """
 
-    def __init__(self, model: nn.Module, example_input: Any):
+    def __init__(self, model: nn.Module, example_input: Any, include: Callable[[str], bool] | Sequence[str] | None = None):
+        """``include``: which layers may be factorised, as a predicate on the layer name or a
+        list of name prefixes (default: every Linear and groups=1 Conv2d)."""
         self.model = model
         self.example_input = example_input
+        if include is not None and not callable(include):
+            prefixes = tuple(include)
+            include = lambda name: name.startswith(prefixes)  # noqa: E731
+        self.include = include
         self.layers: dict[str, LayerInfo] = {}
         self._svd_cache: dict[tuple[str, str], tuple] = {}
         self._record(model, example_input)
@@ -158,7 +164,11 @@ class LayerTable:
             isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)
         )
         kind = "linear" if isinstance(module, nn.Linear) else "conv2d" if isinstance(module, nn.Conv2d) else type(module).__name__
-        info = LayerInfo(name, kind, wshape, in_shape, out_shape, len(calls), macs, params, compressible)
+        excluded = compressible and self.include is not None and not self.include(name)
+        info = LayerInfo(name, kind, wshape, in_shape, out_shape, len(calls), macs, params, compressible and not excluded)
+        if excluded:
+            info.reason = "excluded by the layer selection (include=)"
+            return info
         if not compressible:
             info.reason = _dense_reason(module, len(calls))
             return info

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from solvers import Differentiable, Problem, Separable
 from solvers.objectives import from_samples
 
+from .data import size, take
 from .layers import LayerTable, call_model
 
 Batch = tuple[Any, Any]  # (inputs, targets or None)
@@ -42,34 +43,18 @@ def as_batches(calib: Any) -> list[Batch]:
     raise ValueError(f"calib must be a tensor, a dict, an (inputs, targets) pair or an iterable of batches, not {type(calib).__name__}")
 
 
-def _take(x, idx):
-    if isinstance(x, torch.Tensor):
-        return x[idx]
-    if isinstance(x, dict):
-        return {k: _take(v, idx) for k, v in x.items()}
-    return x
-
-
-def _size(x) -> int:
-    if isinstance(x, torch.Tensor):
-        return x.shape[0]
-    if isinstance(x, dict):
-        return next(iter(x.values())).shape[0]
-    raise ValueError("cannot tell the batch size of the calibration inputs")
-
-
 def split_calibration(batches: list[Batch], selection_fraction: float = 0.25) -> tuple[list[Batch], list[Batch]]:
     """Disjoint (gradient, selection) parts: the last batches, or the last samples of one batch."""
     if len(batches) >= 2:
         n_sel = max(1, int(round(len(batches) * selection_fraction)))
         return batches[:-n_sel], batches[-n_sel:]
     (x, y), = batches
-    n = _size(x)
+    n = size(x)
     if n < 2:
         raise ValueError("calibration data needs at least 2 samples: one part for gradients, one to select the rounding")
     cut = n - max(1, int(round(n * selection_fraction)))
     first, last = slice(0, cut), slice(cut, n)
-    return [(_take(x, first), None if y is None else y[first])], [(_take(x, last), None if y is None else y[last])]
+    return [(take(x, first), None if y is None else y[first])], [(take(x, last), None if y is None else y[last])]
 
 
 class NetworkLoss:
@@ -108,11 +93,11 @@ class NetworkLoss:
             t = torch.as_tensor(np.asarray(m), dtype=torch.float64).requires_grad_(grad)
             tensors[name] = t
             by_layer[self.groups[name].layer] = t
-        total_n = sum(_size(x) for x, _ in self.batches)
+        total_n = sum(size(x) for x, _ in self.batches)
         value = 0.0
         with torch.set_grad_enabled(grad):
             for (x, y), ref in zip(self.batches, self.references):
-                loss = self._loss(masked(x, by_layer), y, ref) * (_size(x) / total_n)
+                loss = self._loss(masked(x, by_layer), y, ref) * (size(x) / total_n)
                 if grad:
                     loss.backward()
                 value += float(loss.detach())

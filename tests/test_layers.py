@@ -119,3 +119,13 @@ def test_summary_lists_every_layer():
     text = table.summary()
     for name in table.layers:
         assert name in text
+
+
+def test_include_restricts_the_compressible_layers():
+    model = make("lenet5")
+    table = LayerTable(model, torch.randn(1, 1, 28, 28), include=["classifier."])
+    assert [l.name for l in table.compressible] == ["classifier.1", "classifier.3", "classifier.5"]
+    assert "excluded" in table.layers["features.0"].reason
+    assert table.total_macs == counted_macs(model, torch.randn(1, 1, 28, 28))
+    only_last = LayerTable(model, torch.randn(1, 1, 28, 28), include=lambda name: name == "classifier.5")
+    assert [l.name for l in only_last.compressible] == ["classifier.5"]

@@ -5,7 +5,7 @@ import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -27,6 +27,9 @@ class ZooEntry:
     sha256: str | None = None  # of the committed weights file
     recorded_metric: float | None = None  # on the full test split, with the committed weights
     extras: dict = field(default_factory=dict)
+    loader: Callable[[], nn.Module] | None = None  # for entries whose weights come from a package
+    splits_fn: Callable[[], data.Splits] | None = None  # for entries with their own dataset
+    include: Sequence[str] | None = None  # name prefixes of the layers compress may factorise
 
     @property
     def weights_path(self) -> Path:
@@ -34,10 +37,14 @@ class ZooEntry:
 
     @cached_property
     def splits(self) -> data.Splits:
-        return data.DATASETS[self.dataset]()
+        return self.splits_fn() if self.splits_fn else data.DATASETS[self.dataset]()
 
-    def example_input(self) -> torch.Tensor:
-        return self.splits.test[0][:1]
+    def example_input(self):
+        return data.take(self.splits.test[0], slice(0, 1))
+
+    @property
+    def has_weights(self) -> bool:
+        return self.loader is not None or self.weights_path.exists()
 
     def calibration(self, batch_size: int = 250):
         """The calibration part as (inputs, labels) batches: what compress takes gradients on."""
@@ -49,6 +56,8 @@ class ZooEntry:
 
     def load(self, check: bool = True) -> nn.Module:
         """The trained model (eval mode), its weights checked against the recorded SHA-256."""
+        if self.loader is not None:
+            return self.loader().eval()
         path = self.weights_path
         if not path.exists():
             raise FileNotFoundError(f"no weights for {self.name!r} at {path}; make them with `lowrank zoo train {self.name}`")
@@ -73,6 +82,8 @@ class ZooEntry:
         """Train from the recorded seed; save the weights; return (model, accuracy per epoch, sha256)."""
         from .train import fit
 
+        if self.loader is not None:
+            raise ValueError(f"{self.name!r} ships pretrained in a package; it is not trained here")
         cfg = self.train_config
         torch.manual_seed(cfg["seed"])
         model = self.builder()
@@ -111,3 +122,6 @@ register(ZooEntry(
     "resnet20-fmnist", "CIFAR-style ResNet-20 (272k params) adapted to 1-channel Fashion-MNIST",
     lambda: ResNet(blocks=3, width=16), "fashion-mnist", "top-1 accuracy", {"epochs": 4, "lr": 3e-3, "seed": 0},
 ))
+
+
+from . import minilm  # noqa: E402,F401  (registers minilm-tweets)

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..data import size, take
+
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random horizontal flips and shifts of up to 2 pixels (seeded)."""
@@ -21,7 +23,9 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     model.eval()
     correct = 0
     for i in range(0, len(y), batch_size):
-        correct += (model(x[i : i + batch_size].to(device)).argmax(1).cpu() == y[i : i + batch_size]).sum().item()
+        xb = take(x, slice(i, i + batch_size))
+        out = model(**{k: v.to(device) for k, v in xb.items()}) if isinstance(xb, dict) else model(xb.to(device))
+        correct += (out.argmax(1).cpu() == y[i : i + batch_size]).sum().item()
     return correct / len(y)
 
 
