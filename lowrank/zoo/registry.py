@@ -75,7 +75,7 @@ class ZooEntry:
 
         x, y = self.splits.test
         if limit is not None:
-            x, y = x[:limit], y[:limit]
+            x, y = data.take(x, slice(0, limit)), y[:limit]
         return accuracy(model, x, y)
 
     def train(self, device: str = "cpu", progress: bool = True, out: Path | None = None) -> tuple[nn.Module, list[float], str]:
@@ -124,4 +124,4 @@ register(ZooEntry(
 ))
 
 
-from . import minilm  # noqa: E402,F401  (registers minilm-tweets)
+from . import minilm, mobilenet  # noqa: E402,F401  (register the package-weight entries)
