@@ -1,11 +1,13 @@
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from lowrank.layers import call_model
+
 
 def counted_macs(model, x) -> int:
     """Independent MAC count: FlopCounterMode FLOPs / 2."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
+        call_model(model, x)
     return counter.get_total_flops() // 2
 
 
