@@ -117,6 +117,7 @@ register(ZooEntry(
 register(ZooEntry(
     "vgg-fmnist", "VGG-style, 6 conv + BatchNorm, width 32, 1024-wide classifier (1.5M params), trained on Fashion-MNIST",
     lambda: vgg_style(width=32, hidden=1024), "fashion-mnist", "top-1 accuracy", {"epochs": 4, "lr": 3e-3, "seed": 0},
+    sha256="21151e05ac7995fce6056c0f2a8265f2c27be33b87a608732d2c2235d942c20c", recorded_metric=0.9228,
 ))
 register(ZooEntry(
     "resnet20-fmnist", "CIFAR-style ResNet-20 (272k params) adapted to 1-channel Fashion-MNIST",
