@@ -116,5 +116,6 @@ def test_finetuning_repairs_a_damaged_model():
 @pytest.mark.slow
 def test_retraining_lenet_reproduces_the_recorded_accuracy(tmp_path):
     entry = ZOO["lenet5-fmnist"]
+    torch.set_num_threads(1)  # as recorded (bench/train_zoo.py --threads 1)
     _, history, _ = entry.train(progress=False, out=tmp_path / "lenet.pt")
     assert abs(history[-1] - entry.recorded_metric) <= 0.005
