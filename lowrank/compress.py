@@ -36,11 +36,6 @@ def first_sample(batch: Any) -> Any:
     return batch
 
 
-def example_from_calib(calib: Any) -> Any:
-    """The model input of the first calibration batch."""
-    return as_batches(calib)[0][0]
-
-
 DATA_METHODS = ("cobla", "sensitivity")  # methods that run the network on calibration data
 
 

@@ -6,7 +6,6 @@ import warnings
 import torch
 from torch import nn
 
-from .decompose import weight_from_matrix
 
 
 def _split(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int):

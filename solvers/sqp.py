@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from .knapsack import exact
-from .objectives import Differentiable, separable_objective
+from .objectives import Differentiable
 from .problem import Allocation, Problem
 from .registry import register
 from .rounding import candidates

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data import size, take
+from ..data import take
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
