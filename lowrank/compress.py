@@ -55,8 +55,9 @@ def compress(
     """Factorise ``model``'s layers so that the result fits ``budget``.
 
     ``calib``: an input tensor, an ``(inputs, targets)`` pair, an iterable of those (a
-    DataLoader), or a zoo entry (its calibration and selection splits). MACs are counted for one sample. ``scheme``: ``channel``, ``spatial`` or
-    ``auto`` (the solver picks one per conv layer). ``method``: any of ``solvers.methods()``.
+    DataLoader), or a zoo entry (its calibration and selection splits). MACs are counted for
+    one sample. ``scheme``: ``channel``, ``spatial`` or ``auto`` (the solver picks one per
+    conv layer). ``method``: any of ``solvers.methods()``.
     ``cobla`` and ``sensitivity`` run the network: ``loss(outputs, targets)`` defaults to
     cross-entropy with targets, else distance to the original outputs. ``cobla`` takes its
     gradients on ``calib`` and picks its rounding on ``selection`` (default: the last quarter

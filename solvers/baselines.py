@@ -104,8 +104,7 @@ def zhang(problem: Problem) -> Allocation:
         g, r = groups[gi], int(ranks[gi])
         if r == 0:
             return None
-        new = g.dense_from - 1 if g.is_dense(r) else r - 1  # leaving dense drops to the last paying rank
-        new = max(new, 0)
+        new = g.step_down(r)
         saved = float((g.cost(r) - g.cost(new)) @ over_weight)
         loss = np.log(max(kept[gi][r], 1e-300)) - np.log(max(kept[gi][new], 1e-300))
         return (loss / saved if saved > 0 else np.inf), gi, new

@@ -82,6 +82,11 @@ class Group:
             raise ValueError(f"group {self.name!r}: rank {rank} outside 0..{self.full_rank}")
         return self.full_rank if rank >= self.dense_from else rank
 
+    def step_down(self, rank: int) -> int:
+        """The next cheaper rank: one less, or from dense down to the last rank that pays."""
+        rank = int(rank)
+        return max((self.dense_from if self.is_dense(rank) else rank) - 1, 0)
+
     def is_dense(self, rank: int) -> bool:
         return int(rank) >= self.dense_from
 

@@ -33,8 +33,7 @@ def repair(lag: Lagrangian, ranks: np.ndarray, active: np.ndarray) -> _Choice:
         best, best_score = None, np.inf
         for gi in np.flatnonzero(active & (ranks > 0)):
             g, r = p.groups[gi], int(ranks[gi])
-            new = min(r, g.dense_from) - 1 if g.is_dense(r) else r - 1
-            new = max(new, 0)
+            new = g.step_down(r)
             saved = float((g.cost(r) - g.cost(new)) @ weight)
             if saved <= 0:
                 continue

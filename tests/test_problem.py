@@ -16,6 +16,7 @@ def test_dense_fallback_starts_where_factorising_stops_paying():
     assert np.array_equal(g.cost(np.array([0, 4])), [[0, 1], [32, 17]])
     g2 = group(dense=(25, 100))  # MACs stop paying at rank 3 already
     assert g2.dense_from == 3 and g2.normalise(3) == 4 and g2.is_dense(3)
+    assert [g2.step_down(r) for r in (4, 2, 0)] == [2, 1, 0]  # dense drops to the last paying rank
 
 
 @pytest.mark.parametrize(
