@@ -1,4 +1,8 @@
-"""Command-line interface: ``lowrank demo`` (more verbs arrive with the sweep and zoo work)."""
+"""Command-line interface: ``lowrank sweep | report | compress | zoo | demo``.
+
+User mistakes (a bad budget, an unknown model, a missing dataset or file) end in one line on
+stderr and exit status 2, not a traceback.
+"""
 from __future__ import annotations
 
 import argparse
@@ -71,9 +75,193 @@ def _zoo_train(args) -> int:
     return 0
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _joint_budget(text: str) -> dict:
+    """``macs=0.5,params=0.4`` -> {"macs": 0.5, "params": 0.4}."""
+    out = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() not in ("macs", "params") or not value:
+            raise argparse.ArgumentTypeError(f"a budget is macs=F and/or params=F, e.g. macs=0.5,params=0.4; got {text!r}")
+        out[key.strip()] = float(value)
+    return out
+
+
+def _samples(text: str) -> int | None:
+    return None if text == "all" else int(text)
+
+
+def _sweep_config(args):
+    from .sweep import SweepConfig
+
+    overrides = {}
+    for key in ("models", "methods", "seeds", "schemes", "calib_samples", "select_samples", "finetune_epochs", "finetune_samples", "kd", "name"):
+        value = getattr(args, key)
+        if value is not None:
+            overrides[key] = value
+    if args.eval_samples is not None:
+        overrides["eval_samples"] = _samples(args.eval_samples)
+    budgets = [{"macs": v} for v in args.macs or []] + [{"params": v} for v in args.params or []] + list(args.budget or [])
+    if budgets:
+        overrides["budgets"] = budgets
+    if args.config:
+        return SweepConfig.from_file(args.config, **overrides)
+    return SweepConfig.from_dict(overrides, source="command line")
+
+
+def _sweep(args) -> int:
+    import shlex
+
+    from .sweep import run_sweep
+
+    config = _sweep_config(args)
+    runs = config.runs()
+    print(f"sweep {config.name!r}: {len(config.models)} models x {len(config.budgets)} budgets x {len(config.methods)} methods "
+          f"x {len(config.schemes)} schemes x {len(config.seeds)} seeds = {len(runs)} runs", file=sys.stderr)
+    if args.dry_run:
+        for r in runs:
+            print(r.label())
+        return 0
+    summary = run_sweep(
+        config, db=args.db, cache_dir=args.cache, executor=args.executor, workers=args.workers, threads=args.threads,
+        address=args.ray_address, retry_errors=args.retry_errors, progress=not args.quiet,
+    )
+    print(summary, file=sys.stderr)
+    if not args.no_report:
+        command = "lowrank " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("lowrank") else None
+        index = _write_report(args.db, config.name, args.report_dir, command=command)
+        print(f"report: {index} (and index.md, runs.csv, runs.json, plots/)", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def _write_report(db, name, out, command=None):
+    from pathlib import Path
+
+    from .report import make_report
+    from .store import ResultStore
+
+    if not Path(db).exists():
+        raise ValueError(f"no results database at {db}; run `lowrank sweep` first (or pass --db)")
+    with ResultStore(db) as store:
+        rows = store.rows(sweep=name)
+        config = store.sweeps().get(name)
+        expected = store.expected(name)
+    if not rows:
+        known = ", ".join(sorted(ResultStore(db).sweeps())) or "none"
+        raise ValueError(f"no runs of sweep {name!r} in {db} (sweeps there: {known}); run `lowrank sweep --name {name}` first")
+    if len(rows) < expected:
+        print(f"note: {len(rows)} of the sweep's {expected} runs are stored; `lowrank sweep` again finishes the rest", file=sys.stderr)
+    out = Path(out) if out else Path("reports") / name
+    return make_report(rows, out, title=f"lowrank sweep {name!r}: budget versus {rows[0]['metric_name']}", config=config, command=command)
+
+
+def _report(args) -> int:
+    index = _write_report(args.db, args.name, args.out)
+    print(f"report: {index} (and index.md, runs.csv, runs.json, plots/)")
+    return 0
+
+
+def _load_calibration(path):
+    import torch
+
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise ValueError(f"calibration file {path} does not exist")
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(data, dict) and "inputs" in data:
+        return (data["inputs"], data.get("targets"))
+    return data
+
+
+def _compress(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .compress import compress
+    from .finetune import finetune
+    from .runner import count
+    from .zoo import ZOO, get
+
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    budget = Budget(macs=args.macs, params=args.params)
+    entry = None
+    if args.model in ZOO:
+        entry = get(args.model)
+        model = entry.load()
+        calib = entry if args.calib is None else _load_calibration(args.calib)
+        example = entry.example_input()
+    else:
+        path = Path(args.model)
+        if not path.exists():
+            raise ValueError(f"{args.model!r} is neither a zoo entry ({', '.join(ZOO)}) nor a file")
+        if args.calib is None:
+            raise ValueError("a model file needs --calib FILE: a tensor of inputs, an (inputs, targets) pair or a list of batches saved with torch.save")
+        # A whole pickled module: only load files you trust (pickle runs code).
+        model = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(model, torch.nn.Module):
+            raise ValueError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module saved with torch.save(model, path)")
+        model.eval()
+        calib = _load_calibration(args.calib)
+        from .compress import first_sample
+        from .objective import as_batches
+
+        example = first_sample(as_batches(calib)[0][0])
+    result = compress(model, calib, budget, method=args.method, scheme=args.scheme, progress=not args.quiet)
+    print(result.plan.table())
+    macs, params = count(result.model, example)
+    limits = budget.limits(result.table.totals)
+    fits = macs <= limits["macs"] and params <= limits["params"]
+    print(f"independent count of the rebuilt model: {macs:,} MACs (FlopCounterMode), {params:,} parameters: "
+          + ("within the budget" if fits else "OVER THE BUDGET"))
+    if entry is not None:
+        limit = _samples(args.eval_samples)
+        before = entry.evaluate(model, limit=limit)
+        after = entry.evaluate(result.model, limit=limit)
+        print(f"{entry.metric}: original {before:.4f}, compressed {after:.4f}")
+        if args.finetune_epochs:
+            history = finetune(result, entry, epochs=args.finetune_epochs, teacher=model if args.kd else None, kd=args.kd,
+                               samples_per_epoch=args.finetune_samples, seed=args.seed, progress=not args.quiet, eval_limit=limit)
+            print(f"{entry.metric} after each fine-tuning epoch: {', '.join(f'{a:.4f}' for a in history)}")
+    elif args.finetune_epochs:
+        raise ValueError("fine-tuning needs a zoo entry's training split; for your own model use lowrank.finetune from Python")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(result.model, out)
+        plan_path = Path(args.plan) if args.plan else out.with_suffix(".plan.json")
+        plan_path.write_text(result.plan.to_json())
+        print(f"compressed model written to {out} (load with torch.load(path, weights_only=False), lowrank installed); plan: {plan_path}")
+    elif args.plan:
+        Path(args.plan).write_text(result.plan.to_json())
+        print(f"plan written to {args.plan}")
+    return 0 if fits else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     import solvers
 
+    from .sweep import DEFAULT_CACHE, DEFAULT_DB
     from .zoo import ARCHITECTURES
 
     parser = argparse.ArgumentParser(prog="lowrank", description="Compress PyTorch networks by low-rank factorisation under MAC and parameter budgets.")
@@ -93,6 +281,102 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", metavar="FILE", help="also write the plan as JSON")
     demo.set_defaults(run=_demo)
 
+    sweep = sub.add_parser(
+        "sweep", help="run models x budgets x methods x seeds, store every run, write the report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run a sweep and write its report. With no arguments: the built-in Fashion-MNIST models, a default budget "
+            "grid, every method, one seed (minutes on 2 cores). Runs already in the database are skipped, so an "
+            "interrupted sweep resumes where it stopped. Flags override a --config file's settings."
+        ),
+        epilog=(
+            "examples:\n"
+            "  lowrank sweep                                     # the default sweep -> reports/default/\n"
+            "  lowrank sweep --name quick --models lenet5-digits --macs 0.3,0.5 --methods exact,cobla\n"
+            "  lowrank sweep --config sweeps/mine.toml --workers 4\n"
+            "  lowrank sweep --name joint --budget macs=0.5,params=0.4 --seeds 0,1,2 --finetune-epochs 1 --kd 0.5\n"
+            "  lowrank sweep --executor ray --ray-address auto   # on a running Ray cluster\n"
+            "\n"
+            "a sweep file (TOML; YAML takes the same keys):\n"
+            "  name = \"mine\"\n"
+            "  models = [\"lenet5-fmnist\", \"vgg-fmnist\"]\n"
+            "  budgets = [{macs = 0.5}, {params = 0.4}, {macs = 0.5, params = 0.4}]   # or macs = [...], params = [...]\n"
+            "  methods = [\"cobla\", \"exact\", \"uniform\"]   # or [\"all\"]\n"
+            "  seeds = [0, 1]\n"
+            "  finetune_epochs = 1"
+        ),
+    )
+    what = sweep.add_argument_group("what to run (each also a key of a --config file)")
+    what.add_argument("--config", metavar="FILE", help="a .toml or .yaml sweep file")
+    what.add_argument("--name", help="the sweep's name: its report goes to reports/NAME (default: default)")
+    what.add_argument("--models", type=_names, help="zoo entries, comma-separated (`lowrank zoo list`)")
+    what.add_argument("--macs", type=_floats, help="MAC budgets, comma-separated fractions, e.g. 0.3,0.5,0.7")
+    what.add_argument("--params", type=_floats, help="parameter budgets, comma-separated fractions")
+    what.add_argument("--budget", type=_joint_budget, action="append", metavar="macs=F,params=F", help="a joint budget (repeatable)")
+    what.add_argument("--methods", type=_names, help=f"comma-separated, or all ({', '.join(solvers.methods())})")
+    what.add_argument("--seeds", type=_ints, help="comma-separated; a seed picks the calibration samples and fine-tuning order")
+    what.add_argument("--schemes", type=_names, help="channel, spatial and/or auto (default channel)")
+    what.add_argument("--calib-samples", type=int, help="samples for gradients / sensitivity (default 256)")
+    what.add_argument("--select-samples", type=int, help="samples for choosing cobla's rounding (default 256)")
+    what.add_argument("--eval-samples", help="test samples to evaluate on, or all (default 2000)")
+    what.add_argument("--finetune-epochs", type=int, help="fine-tune each compressed model (default 0)")
+    what.add_argument("--finetune-samples", type=int, help="cap on samples per fine-tuning epoch")
+    what.add_argument("--kd", type=float, help="distillation weight from the original while fine-tuning (default 0)")
+    how = sweep.add_argument_group("how to run it")
+    how.add_argument("--workers", type=int, default=None, help="parallel runs (default: one per CPU core)")
+    how.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    how.add_argument("--executor", default="local", choices=["local", "ray"], help="local process pool or Ray (extra lowrank[ray])")
+    how.add_argument("--ray-address", help="connect to this Ray cluster instead of starting a local one")
+    how.add_argument("--db", default=str(DEFAULT_DB), help=f"the results database (default {DEFAULT_DB})")
+    how.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"cache of per-model shared work (default {DEFAULT_CACHE})")
+    how.add_argument("--retry-errors", action="store_true", help="run again the runs stored with status error")
+    how.add_argument("--report-dir", help="where the report goes (default reports/NAME)")
+    how.add_argument("--no-report", action="store_true", help="only run; make the report later with lowrank report")
+    how.add_argument("--dry-run", action="store_true", help="list the runs and stop")
+    how.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.set_defaults(run=_sweep)
+
+    report = sub.add_parser(
+        "report", help="turn a sweep's stored runs into reports/NAME/ (index.md, index.html, plots, runs.csv/json)",
+        description="Write a sweep's report from the results database: budget-versus-metric curves per model (one line per "
+                    "method), rank-per-layer plots, a table of every run, runs.csv and runs.json.",
+        epilog="examples:\n  lowrank report                   # the default sweep -> reports/default/\n"
+               "  lowrank report --name quick --out /tmp/quick",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("--name", default="default", help="the sweep (default: default)")
+    report.add_argument("--db", default=str(DEFAULT_DB), help=f"the results database (default {DEFAULT_DB})")
+    report.add_argument("--out", help="output folder (default reports/NAME)")
+    report.set_defaults(run=_report)
+
+    comp = sub.add_parser(
+        "compress", help="compress one model (a zoo entry or a saved module) under a budget and save it",
+        description="Compress a zoo entry, or a whole module saved with torch.save(model, path), under MAC and/or "
+                    "parameter budgets; print the plan, check it by an independent count, and save the result.",
+        epilog="examples:\n"
+               "  lowrank compress --model vgg-fmnist --macs 0.5 --params 0.6 --method cobla --out vgg-small.pt\n"
+               "  lowrank compress --model lenet5-fmnist --macs 0.3 --method exact --finetune-epochs 1 --kd 0.5\n"
+               "  lowrank compress --model mine.pt --calib calib.pt --macs 0.5 --method cobla --out mine-small.pt\n"
+               "    (calib.pt: torch.save of an input tensor, an (inputs, targets) pair or a list of such batches)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    comp.add_argument("--model", required=True, help="a zoo entry name or the path of a saved module")
+    comp.add_argument("--macs", type=float, help="MAC budget: fraction (0, 1] or absolute count")
+    comp.add_argument("--params", type=float, help="parameter budget: fraction (0, 1] or absolute count")
+    comp.add_argument("--method", default="cobla", choices=solvers.methods(), help="allocation method (default cobla)")
+    comp.add_argument("--scheme", default="channel", choices=["channel", "spatial", "auto"])
+    comp.add_argument("--calib", metavar="FILE", help="calibration data (required for a model file; zoo entries use their own split)")
+    comp.add_argument("--out", metavar="FILE", help="save the compressed module here (plan beside it as .plan.json)")
+    comp.add_argument("--plan", metavar="FILE", help="write the plan as JSON here")
+    comp.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune a zoo entry after compressing")
+    comp.add_argument("--finetune-samples", type=int, default=None, help="cap on samples per fine-tuning epoch")
+    comp.add_argument("--kd", type=float, default=0.0, help="distillation weight from the original (default 0)")
+    comp.add_argument("--eval-samples", default="all", help="test samples for the metric, or all (default all)")
+    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    comp.add_argument("--quiet", action="store_true", help="no progress output")
+    comp.set_defaults(run=_compress)
+
     zoo = sub.add_parser("zoo", help="list or train the built-in trained models", description="The zoo of trained models.")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     zoo_sub.add_parser("list", help="show every entry, its dataset, recorded metric and weights").set_defaults(run=_zoo_list)
@@ -108,12 +392,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .data import DatasetMissingError
+
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except ValueError as err:  # user mistakes (bad budget, infeasible budget, unknown method): one clear line
+    except (ValueError, DatasetMissingError, FileNotFoundError) as err:  # user mistakes: one clear line
         print(f"lowrank: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("lowrank: interrupted (a sweep resumes where it stopped when run again)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -72,8 +72,7 @@ def split_train(name, x, y, x_test, y_test, seed: int = 0, n_calib: int = 1000, 
     return Splits(name, (take(x, train), y[train]), (take(x, calib), y[calib]), (take(x, select), y[select]), (x_test, y_test), indices)
 
 
-def fashion_mnist(seed: int = 0, root: Path = FASHION_MNIST_DIR) -> Splits:
-    """Fashion-MNIST from the Debian package ``dataset-fashion-mnist``, normalised, N x 1 x 28 x 28."""
+def _fashion_mnist_files(root: Path = FASHION_MNIST_DIR) -> dict[str, Path]:
     files = {k: root / f"{k}-idx{3 if 'images' in k else 1}-ubyte.gz" for k in ("train-images", "train-labels", "t10k-images", "t10k-labels")}
     missing = [str(p) for p in files.values() if not p.exists()]
     if missing:
@@ -81,6 +80,12 @@ def fashion_mnist(seed: int = 0, root: Path = FASHION_MNIST_DIR) -> Splits:
             f"Fashion-MNIST not found ({missing[0]}). It comes from the Debian package dataset-fashion-mnist: "
             "run `apt-get update && apt-get install -y dataset-fashion-mnist` (as root)."
         )
+    return files
+
+
+def fashion_mnist(seed: int = 0, root: Path = FASHION_MNIST_DIR) -> Splits:
+    """Fashion-MNIST from the Debian package ``dataset-fashion-mnist``, normalised, N x 1 x 28 x 28."""
+    files = _fashion_mnist_files(root)
 
     def images(key):
         x = torch.from_numpy(_read_idx(files[key]).copy()).float().div_(255.0)
@@ -108,3 +113,16 @@ def digits(seed: int = 0, size: int = 28) -> Splits:
 
 
 DATASETS = {"fashion-mnist": fashion_mnist, "digits": digits}
+
+
+def check_available(name: str) -> None:
+    """Raise DatasetMissingError (naming the install command) if a dataset cannot load here."""
+    if name == "fashion-mnist":
+        _fashion_mnist_files(FASHION_MNIST_DIR)
+    elif name == "digits":
+        try:
+            import sklearn  # noqa: F401
+        except ImportError as err:
+            raise DatasetMissingError("the digits dataset needs scikit-learn: pip install scikit-learn") from err
+    elif name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")

@@ -223,6 +223,17 @@ class LayerTable:
             self._svd_cache[key] = decompose.svd(weight, scheme)
         return self._svd_cache[key]
 
+    def svds(self, scheme: str) -> dict[str, tuple]:
+        """Every compressible layer's (U, s, Vh) under ``scheme``: what a disk cache stores."""
+        return {l.name: self.svd(l.name, scheme) for l in self.compressible}
+
+    def load_svds(self, scheme: str, svds: Mapping[str, tuple]) -> None:
+        """Reuse SVDs computed earlier (``svds(scheme)`` of the same weights) instead of recomputing."""
+        for name, factors in svds.items():
+            if name not in self.layers or not self.layers[name].compressible:
+                raise ValueError(f"cached SVD for {name!r}, which is not a compressible layer of this model")
+            self._svd_cache[(name, self.scheme_for(name, scheme))] = tuple(factors)
+
     def masked_model(self, schemes: str | Mapping[str, str] = "channel", names=None) -> decompose.MaskedModel:
         """The model computing each compressible layer (or ``names``) as U diag(s * m) Vh."""
         names = [l.name for l in self.compressible] if names is None else list(names)

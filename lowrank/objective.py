@@ -123,11 +123,12 @@ class NetworkLoss:
         return out
 
 
-def measure_sensitivity(
+def sensitivity_samples(
     table: LayerTable, problem: Problem, batches: Sequence[Batch], loss: Callable | None = None,
     fractions: Sequence[float] = (0, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1), progress=None,
-) -> Separable:
-    """Loss with one group truncated at each candidate rank, all other layers exact."""
+) -> dict[str, tuple[list[int], list[float]]]:
+    """Per group: (candidate ranks, loss with only that group truncated there). These depend
+    on the layers and data, not on the budget, so a sweep measures them once per model."""
     net = NetworkLoss(table, problem, batches, loss)
     samples = {}
     layers = problem.layers
@@ -142,4 +143,11 @@ def measure_sensitivity(
         samples[g.name] = (ranks, losses)
         if progress:
             progress(gi + 1, len(problem.groups))
-    return from_samples(problem, samples, "measured loss")
+    return samples
+
+
+def measure_sensitivity(
+    table: LayerTable, problem: Problem, batches: Sequence[Batch], loss: Callable | None = None, progress=None,
+) -> Separable:
+    """Loss with one group truncated at each candidate rank, all other layers exact."""
+    return from_samples(problem, sensitivity_samples(table, problem, batches, loss, progress=progress), "measured loss")

@@ -1,0 +1,128 @@
+"""The results store: one SQLite row per run, keyed by the run's parameters.
+
+Crash safety comes from SQLite itself: every row is written in one transaction (WAL
+journal, ``synchronous=FULL``), so a process killed at any moment leaves either the whole
+row or nothing, and the next open rolls back what was in flight. Only the sweep's parent
+process writes; workers return rows to it.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterable
+
+# Flat columns for what reports group and filter by; lists and dicts go in as JSON text.
+COLUMNS = {
+    "key": "TEXT PRIMARY KEY",
+    "status": "TEXT NOT NULL",  # ok | infeasible | error
+    "model": "TEXT", "dataset": "TEXT", "metric_name": "TEXT",
+    "budget_macs": "REAL", "budget_params": "REAL", "method": "TEXT", "scheme": "TEXT", "seed": "INTEGER",
+    "calib_samples": "INTEGER", "select_samples": "INTEGER", "eval_samples": "INTEGER",
+    "finetune_epochs": "INTEGER", "finetune_samples": "INTEGER", "kd": "REAL",
+    "macs": "INTEGER", "params": "INTEGER", "original_macs": "INTEGER", "original_params": "INTEGER",
+    "macs_fraction": "REAL", "params_fraction": "REAL", "planned_macs": "INTEGER", "planned_params": "INTEGER",
+    "fits": "INTEGER",
+    "metric_original": "REAL", "metric_before": "REAL", "metric_after": "REAL",
+    "solver_seconds": "REAL", "total_seconds": "REAL",
+    "ranks": "TEXT", "schemes": "TEXT", "full_ranks": "TEXT", "finetune_history": "TEXT",
+    "spec": "TEXT", "versions": "TEXT", "git_revision": "TEXT", "host": "TEXT", "error": "TEXT",
+    "finished_at": "TEXT",
+}
+JSON_COLUMNS = ("ranks", "schemes", "full_ranks", "finetune_history", "spec", "versions")
+
+
+class ResultStore:
+    """``ResultStore(path)``: runs by key, and which runs each named sweep asked for."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        cols = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
+        self.db.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
+        self.db.execute("CREATE TABLE IF NOT EXISTS sweep_runs (sweep TEXT, key TEXT, position INTEGER, PRIMARY KEY (sweep, key))")
+        self.db.execute("CREATE TABLE IF NOT EXISTS sweeps (name TEXT PRIMARY KEY, config TEXT, updated_at TEXT)")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def register_sweep(self, name: str, config: dict, keys: Iterable[str]) -> None:
+        """Record which runs a sweep consists of (idempotent), in one transaction."""
+        with self._transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO sweeps VALUES (?, ?, ?)", (name, json.dumps(config, sort_keys=True), _now())
+            )
+            self.db.execute("DELETE FROM sweep_runs WHERE sweep = ?", (name,))
+            self.db.executemany("INSERT INTO sweep_runs VALUES (?, ?, ?)", [(name, k, i) for i, k in enumerate(keys)])
+
+    def done_keys(self, retry_errors: bool = False) -> set[str]:
+        """Keys with a stored row (with ``retry_errors``, rows that failed do not count)."""
+        where = " WHERE status != 'error'" if retry_errors else ""
+        return {k for (k,) in self.db.execute(f"SELECT key FROM runs{where}")}
+
+    def add(self, row: dict) -> None:
+        """Write one run's row atomically; a row for the same key is replaced (a retried error)."""
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown result columns: {sorted(unknown)}")
+        values = {k: (json.dumps(v, sort_keys=True) if k in JSON_COLUMNS and v is not None else v) for k, v in row.items()}
+        values.setdefault("finished_at", _now())
+        names = list(values)
+        with self._transaction():
+            self.db.execute(
+                f"INSERT OR REPLACE INTO runs ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
+                [values[n] for n in names],
+            )
+
+    def rows(self, sweep: str | None = None) -> list[dict]:
+        """Stored runs as dicts (JSON columns decoded); a sweep's runs in its own order."""
+        if sweep is None:
+            cur = self.db.execute("SELECT * FROM runs ORDER BY finished_at, key")
+        else:
+            cur = self.db.execute(
+                "SELECT runs.* FROM runs JOIN sweep_runs ON runs.key = sweep_runs.key WHERE sweep_runs.sweep = ? "
+                "ORDER BY sweep_runs.position", (sweep,),
+            )
+        names = [d[0] for d in cur.description]
+        out = []
+        for values in cur.fetchall():
+            row = dict(zip(names, values))
+            for k in JSON_COLUMNS:
+                if row.get(k) is not None:
+                    row[k] = json.loads(row[k])
+            out.append(row)
+        return out
+
+    def sweeps(self) -> dict[str, dict]:
+        return {name: json.loads(cfg) for name, cfg in self.db.execute("SELECT name, config FROM sweeps")}
+
+    def expected(self, sweep: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM sweep_runs WHERE sweep = ?", (sweep,)).fetchone()[0]
+
+    def _transaction(self):
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e6) % 1_000_000:06d}Z"

@@ -1,0 +1,213 @@
+"""Sweeps: models x budgets x methods x seeds, run once each, stored as they finish.
+
+``SweepConfig`` says what to run (built-in defaults, a TOML/YAML file, or CLI flags);
+``run_sweep`` expands it into :class:`~lowrank.runner.RunSpec` s, skips those the store
+already holds, runs the rest on an executor and writes each row the moment it arrives, so
+a sweep killed at any point resumes where it stopped.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import solvers
+
+from .compress import DATA_METHODS
+from .runner import RunSpec, execute_run
+from .store import ResultStore
+
+DEFAULT_DB = Path(".lowrank") / "runs.sqlite"
+DEFAULT_CACHE = Path(".lowrank") / "cache"
+DEFAULT_MODELS = ("lenet5-fmnist", "resnet20-fmnist", "vgg-fmnist")
+DEFAULT_BUDGETS = ({"macs": 0.3}, {"macs": 0.5}, {"macs": 0.7}, {"params": 0.3})
+
+
+@dataclass
+class SweepConfig:
+    """What a sweep runs. Every field but ``name`` is part of each run's identity."""
+
+    name: str = "default"
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    budgets: list[dict] = field(default_factory=lambda: [dict(b) for b in DEFAULT_BUDGETS])
+    methods: list[str] = field(default_factory=lambda: list(solvers.methods()))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    schemes: list[str] = field(default_factory=lambda: ["channel"])
+    calib_samples: int = 256
+    select_samples: int = 256
+    eval_samples: int | None = 2000
+    finetune_epochs: int = 0
+    finetune_samples: int | None = None
+    kd: float = 0.0
+
+    def __post_init__(self):
+        if not self.models or not self.budgets or not self.methods or not self.seeds or not self.schemes:
+            raise ValueError("a sweep needs at least one model, budget, method, seed and scheme")
+        if self.methods == ["all"]:
+            self.methods = list(solvers.methods())
+        unknown = [m for m in self.methods if m not in solvers.methods()]
+        if unknown:
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(solvers.methods())} or 'all'")
+        for b in self.budgets:
+            if not isinstance(b, dict) or not b or set(b) - {"macs", "params"}:
+                raise ValueError(f"a budget is a table with macs and/or params, e.g. {{macs = 0.5}}; got {b!r}")
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "SweepConfig":
+        """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) sweep file."""
+        path = Path(path)
+        if not path.exists():
+            raise ValueError(f"sweep file {path} does not exist")
+        text = path.read_text()
+        if path.suffix == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+            try:
+                raw = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as err:
+                raise ValueError(f"{path}: not valid TOML ({err})") from err
+        elif path.suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError as err:
+                raise ValueError("YAML sweep files need PyYAML: pip install pyyaml (or write the sweep as TOML)") from err
+            raw = yaml.safe_load(text) or {}
+        else:
+            raise ValueError(f"sweep file {path}: use a .toml or .yaml file")
+        return cls.from_dict({**raw, **overrides}, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "sweep config") -> "SweepConfig":
+        raw = dict(raw)
+        # shortcuts: macs = [0.3, 0.5] and params = [0.4] each add one-resource budgets
+        shortcut = [{"macs": float(v)} for v in _as_list(raw.pop("macs", []))]
+        shortcut += [{"params": float(v)} for v in _as_list(raw.pop("params", []))]
+        if shortcut:
+            raw["budgets"] = list(raw.get("budgets", [])) + shortcut
+        for key in ("eval_samples", "calib_samples", "select_samples", "finetune_samples"):
+            if raw.get(key) == "all":  # TOML has no null: "all" means every sample of the split
+                raw[key] = None
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known | {'macs', 'params'}))}")
+        for key in ("models", "methods", "seeds", "schemes"):
+            if key in raw:
+                raw[key] = _as_list(raw[key])
+        return cls(**raw)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def runs(self) -> list[RunSpec]:
+        """Every run of the sweep, model-major, without duplicates."""
+        specs: dict[str, RunSpec] = {}
+        for model in self.models:
+            for budget in self.budgets:
+                for method in self.methods:
+                    for scheme in self.schemes:
+                        for seed in self.seeds:
+                            uses_data = method in DATA_METHODS  # the others never see calibration data
+                            spec = RunSpec(
+                                model=model, method=method, budget_macs=budget.get("macs"), budget_params=budget.get("params"),
+                                scheme=scheme, seed=int(seed), calib_samples=self.calib_samples if uses_data else None,
+                                select_samples=self.select_samples if uses_data else None,
+                                eval_samples=self.eval_samples, finetune_epochs=self.finetune_epochs,
+                                finetune_samples=self.finetune_samples, kd=self.kd,
+                            )
+                            specs.setdefault(spec.key, spec)
+        return list(specs.values())
+
+    def check_models(self) -> None:
+        """Fail before any work if a model is unknown, has no weights or lacks its dataset."""
+        from .data import check_available
+        from .zoo import get
+
+        for name in self.models:
+            entry = get(name)
+            if not entry.has_weights:
+                raise ValueError(f"zoo entry {name!r} has no weights; make them with `lowrank zoo train {name}`")
+            if entry.splits_fn is None:
+                check_available(entry.dataset)
+            sizes = entry.splits.sizes()
+            wanted = {"calib": self.calib_samples, "select": self.select_samples, "test": self.eval_samples}
+            for part, n in wanted.items():
+                if n is not None and n > sizes[part]:
+                    setting = {"calib": "calib_samples", "select": "select_samples", "test": "eval_samples"}[part]
+                    raise ValueError(f"{setting}={n}, but {name}'s {part} split has {sizes[part]} samples; ask for at most that")
+
+
+def _as_list(v: Any) -> list:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+@dataclass
+class SweepSummary:
+    name: str
+    expected: int
+    skipped: int  # already in the store
+    ran: int
+    failed: int  # rows with status error
+    infeasible: int
+    seconds: float
+    db: Path
+
+    def __str__(self) -> str:
+        return (f"sweep {self.name!r}: {self.expected} runs; {self.skipped} already stored, {self.ran} run now "
+                f"({self.failed} failed, {self.infeasible} infeasible) in {self.seconds:.0f} s; results in {self.db}")
+
+
+# Long runs first so that no worker is left with a slow straggler at the end.
+_COST_ORDER = {"cobla": 0, "sensitivity": 1, "milp": 2}
+
+
+def run_sweep(
+    config: SweepConfig, db: str | Path = DEFAULT_DB, cache_dir: str | Path = DEFAULT_CACHE, executor: str = "local",
+    workers: int | None = None, threads: int = 1, address: str | None = None, retry_errors: bool = False,
+    progress: bool = True,
+) -> SweepSummary:
+    """Run every run of ``config`` that ``db`` does not hold yet; rows are stored as they finish."""
+    from tqdm.auto import tqdm
+
+    from .executors import make_executor
+
+    t0 = time.perf_counter()
+    config.check_models()
+    specs = config.runs()
+    workers = workers or default_workers()
+    with ResultStore(db) as store:
+        store.register_sweep(config.name, config.to_dict(), [s.key for s in specs])
+        done = store.done_keys(retry_errors=retry_errors)
+        todo = sorted((s for s in specs if s.key not in done), key=lambda s: _COST_ORDER.get(s.method, 9))
+        counts = {"error": 0, "infeasible": 0}
+        bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"sweep {config.name}", unit="run", disable=not progress, file=sys.stderr)
+        if todo:
+            ex = make_executor(executor, workers=min(workers, len(todo)), threads=threads, address=address)
+            try:
+                for (spec, _), row in ex.map_unordered(execute_run, [(asdict(s), str(cache_dir)) for s in todo]):
+                    store.add(row)
+                    bar.update(1)
+                    label = RunSpec.from_dict(spec).label()
+                    if row["status"] == "ok":
+                        bar.set_postfix_str(f"{label}: {row['metric_before']:.3f}", refresh=False)
+                    else:
+                        counts[row["status"]] += 1
+                        bar.write(f"{row['status']}: {label}: {row['error'].splitlines()[0]}")
+            finally:
+                ex.close()
+        bar.close()
+    return SweepSummary(config.name, len(specs), len(specs) - len(todo), len(todo), counts["error"], counts["infeasible"],
+                        time.perf_counter() - t0, Path(db))
+
+
+def default_workers() -> int:
+    """One worker per CPU core this process may use (each with one torch thread)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
