@@ -81,19 +81,32 @@ def compress(
             batches, select_batches = split_calibration(batches)
         else:
             select_batches = as_batches(selection)
+        # (built only when not given: a sweep passes its cached sensitivity table)
         if method == "cobla":
-            solver_options.setdefault("objective", NetworkLoss(table, problem, batches, loss).differentiable())
-            solver_options.setdefault("select", NetworkLoss(table, problem, select_batches, loss).score_allocations)
+            if "objective" not in solver_options:
+                solver_options["objective"] = NetworkLoss(table, problem, batches, loss).differentiable()
+            if "select" not in solver_options:
+                solver_options["select"] = NetworkLoss(table, problem, select_batches, loss).score_allocations
             if progress:
                 solver_options.setdefault("progress", _print_progress("cobla"))
-        else:
-            solver_options.setdefault("objective", measure_sensitivity(table, problem, batches, loss))
+        elif "objective" not in solver_options:
+            bar = _progress_bar("sensitivity: layers measured") if progress else None
+            solver_options["objective"] = measure_sensitivity(table, problem, batches, loss, progress=bar)
+            if bar:
+                print(file=sys.stderr)
     alloc = solvers.solve(problem, method=method, **solver_options)
     if progress and method == "cobla":
         print(file=sys.stderr)  # end the progress line
     plan = Plan.from_allocation(table, alloc, budget.limits(table.totals))
     rebuilt = rebuild(model, plan.ranks, plan.schemes, table=table)
     return CompressionResult(rebuilt, plan, alloc, table)
+
+
+def _progress_bar(label):
+    def show(done, total):
+        print(f"\r{label} {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    return show
 
 
 def _print_progress(name):

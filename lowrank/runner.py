@@ -38,9 +38,9 @@ class RunSpec:
     budget_params: float | None = None
     scheme: str = "channel"
     seed: int = 0
-    calib_samples: int | None = 256  # drawn (by seed) from the calibration split; None: all (or unused)
-    select_samples: int | None = 256  # drawn (by seed) from the selection split
-    eval_samples: int | None = 2000  # first N of the test split; None = all of it
+    calib_samples: int | None = 128  # drawn (by seed) from the calibration split; None: all (or unused)
+    select_samples: int | None = 128  # drawn (by seed) from the selection split
+    eval_samples: int | None = 2000  # at most the first N of the test split; None = all of it
     finetune_epochs: int = 0
     finetune_samples: int | None = None  # cap on samples per fine-tuning epoch
     kd: float = 0.0  # distillation weight from the original model while fine-tuning
@@ -194,7 +194,8 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
         "metric", {"weights": loaded.fingerprint, "dataset": entry.dataset, "eval_samples": run.eval_samples},
         lambda: float(entry.evaluate(model, limit=run.eval_samples)),
     )
-    out["eval_samples"] = run.eval_samples if run.eval_samples is not None else len(entry.splits.test[1])
+    n_test = len(entry.splits.test[1])
+    out["eval_samples"] = n_test if run.eval_samples is None else min(run.eval_samples, n_test)
     options = {}
     calib = selection = None
     if run.method in DATA_METHODS:

@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+from lowrank import runner  # noqa: E402
 from lowrank.runner import RunSpec, execute_run  # noqa: E402
 from lowrank.store import ResultStore  # noqa: E402
 from lowrank.sweep import SweepConfig, run_sweep  # noqa: E402
@@ -24,11 +25,11 @@ VALUE_COLUMNS = ("status", "model", "method", "budget_macs", "budget_params", "s
 
 SMALL = dict(
     name="small", models=["lenet5-digits"], budgets=[{"macs": 0.3}, {"macs": 0.5}, {"params": 0.4}],
-    methods=["cobla", "sensitivity", "exact", "uniform", "energy"], seeds=[0, 1], calib_samples=64, select_samples=64,
+    methods=["cobla", "sensitivity", "exact", "uniform", "energy"], seeds=[0, 1, 2], calib_samples=64, select_samples=64,
     eval_samples=None,
 )
 SWEEP_ARGS = ["--name", "small", "--models", "lenet5-digits", "--macs", "0.3,0.5", "--params", "0.4",
-              "--methods", "cobla,sensitivity,exact,uniform,energy", "--seeds", "0,1", "--calib-samples", "64",
+              "--methods", "cobla,sensitivity,exact,uniform,energy", "--seeds", "0,1,2", "--calib-samples", "64",
               "--select-samples", "64", "--eval-samples", "all", "--no-report", "--quiet"]
 
 
@@ -40,6 +41,7 @@ def values(rows):
 def reference(tmp_path_factory):
     """The small sweep run once, uninterrupted, in this process."""
     d = tmp_path_factory.mktemp("reference")
+    runner._LOADED.clear()  # models other tests loaded in this process: start as a fresh worker does
     summary = run_sweep(SweepConfig(**SMALL), db=d / "runs.sqlite", cache_dir=d / "cache", workers=1, progress=False)
     with ResultStore(d / "runs.sqlite") as store:
         rows = store.rows(sweep="small")
@@ -49,7 +51,7 @@ def reference(tmp_path_factory):
 def test_config_expands_and_validates(tmp_path):
     config = SweepConfig(**SMALL)
     runs = config.runs()
-    assert len(runs) == 1 * 3 * 5 * 2 == len({r.key for r in runs})
+    assert len(runs) == 1 * 3 * 5 * 3 == len({r.key for r in runs})
     # data-free methods do not depend on calibration sizes: those are not part of their identity
     exact = next(r for r in runs if r.method == "exact")
     assert exact.calib_samples is None and exact.select_samples is None
@@ -68,7 +70,7 @@ def test_config_expands_and_validates(tmp_path):
 def test_toml_and_yaml_files_give_the_same_sweep(tmp_path):
     toml = tmp_path / "s.toml"
     toml.write_text('name = "small"\nmodels = ["lenet5-digits"]\nmacs = [0.3, 0.5]\nparams = [0.4]\n'
-                    'methods = ["cobla", "sensitivity", "exact", "uniform", "energy"]\nseeds = [0, 1]\n'
+                    'methods = ["cobla", "sensitivity", "exact", "uniform", "energy"]\nseeds = [0, 1, 2]\n'
                     'calib_samples = 64\nselect_samples = 64\neval_samples = "all"\n')
     from_toml = SweepConfig.from_file(toml)
     assert [r.key for r in from_toml.runs()] == [r.key for r in SweepConfig(**SMALL).runs()]
@@ -84,7 +86,7 @@ def test_toml_and_yaml_files_give_the_same_sweep(tmp_path):
 
 def test_a_run_records_what_the_issue_asks_for(reference):
     summary, rows, _ = reference
-    assert summary.expected == summary.ran == len(rows) == 30 and summary.failed == 0
+    assert summary.expected == summary.ran == len(rows) == 45 and summary.failed == 0
     for r in rows:
         assert r["status"] == "ok", r["error"]
         assert r["fits"] == 1 and r["macs"] <= r["original_macs"] and r["params"] <= r["original_params"]
@@ -95,21 +97,21 @@ def test_a_run_records_what_the_issue_asks_for(reference):
         assert set(r["ranks"]) == set(r["full_ranks"]) and all(0 <= r["ranks"][n] <= r["full_ranks"][n] for n in r["ranks"])
         assert r["versions"]["torch"] and r["git_revision"] and r["solver_seconds"] >= 0 and r["total_seconds"] > 0
         assert r["dataset"] == "digits" and r["eval_samples"] == 300
-    # seeds draw different calibration samples: cobla's two seeds see different data
+    # seeds draw different calibration samples: each seed is its own run
     cobla = [r for r in rows if r["method"] == "cobla" and r["budget_macs"] == 0.3]
-    assert {r["seed"] for r in cobla} == {0, 1}
+    assert {r["seed"] for r in cobla} == {0, 1, 2}
 
 
 def test_rerunning_skips_what_is_stored(reference, tmp_path):
     _, rows, d = reference
     again = run_sweep(SweepConfig(**SMALL), db=d / "runs.sqlite", cache_dir=d / "cache", workers=1, progress=False)
-    assert again.ran == 0 and again.skipped == 30
+    assert again.ran == 0 and again.skipped == 45
     bigger = SweepConfig(**{**SMALL, "budgets": SMALL["budgets"] + [{"macs": 0.7}], "methods": ["exact", "uniform"]})
     grown = run_sweep(bigger, db=d / "runs.sqlite", cache_dir=d / "cache", workers=1, progress=False)
-    assert grown.expected == 16 and grown.skipped == 12 and grown.ran == 4  # only the new budget's runs
+    assert grown.expected == 24 and grown.skipped == 18 and grown.ran == 6  # only the new budget's runs
     with ResultStore(d / "runs.sqlite") as store:
-        assert len(store.rows(sweep="small")) == 16  # the sweep's membership follows its latest config
-        assert len(store.rows()) == 34
+        assert len(store.rows(sweep="small")) == 24  # the sweep's membership follows its latest config
+        assert len(store.rows()) == 51
 
 
 def test_shared_work_is_cached_on_disk(reference):
@@ -117,7 +119,7 @@ def test_shared_work_is_cached_on_disk(reference):
     kinds = {p.parent.name for p in (d / "cache").rglob("*.pt")}
     assert {"svd", "sensitivity", "metric"} <= kinds
     # one sensitivity table per seed (calibration draw), shared by every budget
-    assert len(list((d / "cache" / "sensitivity").glob("*.pt"))) == 2
+    assert len(list((d / "cache" / "sensitivity").glob("*.pt"))) == 3
 
 
 def test_a_failing_run_is_recorded_not_fatal(tmp_path):
@@ -148,7 +150,7 @@ def test_sigkill_at_any_moment_resumes_with_nothing_lost_or_duplicated(reference
     _, ref_rows, _ = reference
     db, cache = tmp_path / "runs.sqlite", tmp_path / "cache"
     # Kill three times: before any row can exist, after the first rows, and in the thick of it.
-    for wait_for_rows, extra_delay in ((0, 0.3), (1, 0.0), (8, 0.7)):
+    for wait_for_rows, extra_delay in ((0, 0.3), (1, 0.0), (len(ref_rows) // 2, 0.1)):
         proc = _sweep_process(db, cache)
         deadline = time.time() + 120
         while _stored(db) < wait_for_rows and proc.poll() is None and time.time() < deadline:
@@ -168,3 +170,16 @@ def test_sigkill_at_any_moment_resumes_with_nothing_lost_or_duplicated(reference
     with ResultStore(db) as store:
         resumed = store.rows(sweep="small")
     assert values(resumed) == values(ref_rows)  # the same values as the uninterrupted sweep
+
+
+def test_sensitivity_is_measured_once_per_model_and_seed(tmp_path, monkeypatch):
+    import lowrank.objective
+
+    calls = []
+    real = lowrank.objective.sensitivity_samples
+    monkeypatch.setattr(lowrank.objective, "sensitivity_samples", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(sys.modules["lowrank.compress"], "measure_sensitivity", lambda *a, **k: pytest.fail("measured again"))
+    for macs in (0.3, 0.5, 0.7):
+        spec = RunSpec(model="lenet5-digits", method="sensitivity", budget_macs=macs, calib_samples=64, select_samples=64)
+        assert execute_run(vars(spec), str(tmp_path))["status"] == "ok"
+    assert len(calls) == 1

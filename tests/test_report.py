@@ -1,0 +1,102 @@
+"""Reports: every referenced image exists, the HTML parses, the tables hold every run."""
+import csv
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+
+pytest.importorskip("sklearn")
+
+from lowrank.cli import main  # noqa: E402
+from lowrank.report import make_report  # noqa: E402
+from lowrank.store import ResultStore  # noqa: E402
+from lowrank.sweep import SweepConfig, run_sweep  # noqa: E402
+
+
+class PageParser(HTMLParser):
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.images, self.stack, self.rows, self.headings = [], [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        if tag == "tr":
+            self.rows += 1
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes <{self.stack[-1] if self.stack else None}>"
+        self.stack.pop()
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1] in ("h1", "h2"):
+            self.headings.append(data)
+
+
+@pytest.fixture(scope="module")
+def sweep_db(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    config = SweepConfig(
+        name="rep", models=["lenet5-digits"], budgets=[{"macs": 0.3}, {"macs": 0.6}, {"params": 0.4}, {"macs": 0.5, "params": 0.3}],
+        methods=["exact", "uniform", "energy"], seeds=[0, 1], finetune_epochs=1, finetune_samples=256, eval_samples=None,
+    )
+    run_sweep(config, db=d / "runs.sqlite", cache_dir=d / "cache", workers=1, progress=False)
+    return d / "runs.sqlite"
+
+
+def test_report_files_images_and_tables(sweep_db, tmp_path):
+    with ResultStore(sweep_db) as store:
+        rows = store.rows(sweep="rep")
+    index = make_report(rows, tmp_path / "rep", title="test report")
+    out = index.parent
+    parser = PageParser()
+    parser.feed(index.read_text())
+    parser.close()
+    assert parser.stack == [], f"unclosed tags {parser.stack}"
+    assert parser.images and all((out / src).is_file() and (out / src).stat().st_size > 5000 for src in parser.images)
+    # one curve plot per budget axis (MACs, params, both) and a rank plot
+    assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
+        "lenet5-digits-both.png", "lenet5-digits-macs.png", "lenet5-digits-params.png", "lenet5-digits-ranks.png"]
+    assert "lenet5-digits" in parser.headings
+    assert parser.rows >= len(rows) + 1  # every run in a table row
+    md = (out / "index.md").read_text()
+    for line in md.splitlines():
+        if line.startswith("!["):
+            assert (out / line[line.rindex("(") + 1 : -1]).is_file()
+    with open(out / "runs.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == len(rows) == 24
+    assert {r["key"] for r in csv_rows} == {r["key"] for r in rows}
+    as_json = json.loads((out / "runs.json").read_text())
+    assert as_json == json.loads(json.dumps(rows, sort_keys=True))
+    assert all(r["metric_after"] is not None and len(r["finetune_history"]) == 1 for r in as_json)
+
+
+def test_report_cli_and_its_errors(sweep_db, tmp_path, capsys):
+    assert main(["report", "--db", str(sweep_db), "--name", "rep", "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "index.html").exists()
+    assert main(["report", "--db", str(sweep_db), "--name", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no runs of sweep 'nope'" in err[0] and "rep" in err[0]
+    assert main(["report", "--db", str(tmp_path / "missing.sqlite")]) == 2
+    assert "run `lowrank sweep` first" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed")
+def test_report_renders_in_headless_chromium(sweep_db, tmp_path):
+    with ResultStore(sweep_db) as store:
+        index = make_report(store.rows(sweep="rep"), tmp_path / "rep", title="test report")
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+         "--window-size=1200,2400", index.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    assert shot.stat().st_size > 20_000  # a rendered page with plots, not a blank one
