@@ -132,6 +132,7 @@ def _sweep(args) -> int:
     from .sweep import run_sweep
 
     config = _sweep_config(args)
+    config.check_models()
     runs = config.runs()
     print(f"sweep {config.name!r}: {len(config.models)} models x {len(config.budgets)} budgets x {len(config.methods)} methods "
           f"x {len(config.schemes)} schemes x {len(config.seeds)} seeds = {len(runs)} runs", file=sys.stderr)

@@ -6,7 +6,7 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .data import take
 from .layers import call_model

@@ -174,7 +174,7 @@ def run_sweep(
     progress: bool = True,
 ) -> SweepSummary:
     """Run every run of ``config`` that ``db`` does not hold yet; rows are stored as they finish."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from .executors import make_executor
 
