@@ -177,12 +177,12 @@ def plot_rank_allocation(rows: list[dict], model: str, label: str, path: Path) -
 
 # --- the report -------------------------------------------------------------------------------
 def write_runs(rows: list[dict], out: Path) -> None:
-    (out / "runs.json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    (out / "runs.json").write_text(json.dumps(rows, indent=1) + "\n")
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(COLUMNS))
         w.writeheader()
         for r in rows:
-            w.writerow({k: (json.dumps(r.get(k), sort_keys=True) if k in JSON_COLUMNS and r.get(k) is not None else r.get(k)) for k in COLUMNS})
+            w.writerow({k: (json.dumps(r.get(k)) if k in JSON_COLUMNS and r.get(k) is not None else r.get(k)) for k in COLUMNS})
 
 
 def make_report(rows: list[dict], out: str | Path, title: str, config: dict | None = None, command: str | None = None) -> Path:

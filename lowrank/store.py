@@ -75,7 +75,8 @@ class ResultStore:
         unknown = set(row) - set(COLUMNS)
         if unknown:
             raise ValueError(f"unknown result columns: {sorted(unknown)}")
-        values = {k: (json.dumps(v, sort_keys=True) if k in JSON_COLUMNS and v is not None else v) for k, v in row.items()}
+        # JSON keeps dict order: per-layer columns stay in network order
+        values = {k: (json.dumps(v) if k in JSON_COLUMNS and v is not None else v) for k, v in row.items()}
         values.setdefault("finished_at", _now())
         names = list(values)
         with self._transaction():

@@ -94,6 +94,7 @@ def test_a_run_records_what_the_issue_asks_for(reference):
             assert r["macs"] <= r["budget_macs"] * r["original_macs"]
         assert r["macs"] == r["planned_macs"] and r["params"] == r["planned_params"]  # cost model == independent count
         assert 0 <= r["metric_before"] <= 1 and r["metric_original"] > 0.9
+        assert list(r["ranks"]) == ["features.0", "features.3", "classifier.1", "classifier.3", "classifier.5"]  # network order
         assert set(r["ranks"]) == set(r["full_ranks"]) and all(0 <= r["ranks"][n] <= r["full_ranks"][n] for n in r["ranks"])
         assert r["versions"]["torch"] and r["git_revision"] and r["solver_seconds"] >= 0 and r["total_seconds"] > 0
         assert r["dataset"] == "digits" and r["eval_samples"] == 300
