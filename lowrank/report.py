@@ -14,6 +14,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from .compress import DATA_METHODS
 from .store import COLUMNS, JSON_COLUMNS
 
 AXES = {"macs": "MAC budget", "params": "parameter budget", "both": "MAC and parameter budget"}
@@ -211,7 +212,9 @@ def make_report(rows: list[dict], out: str | Path, title: str, config: dict | No
         revisions = sorted({r["git_revision"] for r in ok})
         page.bullets([
             f"metric: {r0['metric_name']} on the first {r0['eval_samples']} test samples of each dataset (compression never sees them)",
-            f"calibration: {r0['calib_samples']} samples for gradients / sensitivity, {r0['select_samples']} for choosing a rounding, drawn by seed from splits disjoint from test",
+            (f"calibration (cobla, sensitivity): {rd['calib_samples'] or 'all'} samples for gradients / sensitivity, {rd['select_samples'] or 'all'} "
+             "for choosing a rounding, drawn by seed from splits disjoint from test; the other methods use no data")
+            if (rd := next((r for r in ok if r["method"] in DATA_METHODS), None)) else "calibration: none (only data-free methods)",
             f"fine-tuning: {r0['finetune_epochs']} epochs" + (f" with distillation weight {r0['kd']}" if r0["kd"] else "") if r0["finetune_epochs"] else "fine-tuning: none (metric right after compression)",
             "versions: " + ", ".join(f"{k} {v}" for k, v in sorted(r0["versions"].items())),
             "git revision: " + ", ".join(revisions),
