@@ -13,10 +13,10 @@ from .budget import Budget
 
 def _demo(args) -> int:
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from .compress import compress
     from .layers import LayerTable
+    from .runner import count
     from .zoo import ARCHITECTURES
 
     torch.manual_seed(args.seed)
@@ -30,9 +30,7 @@ def _demo(args) -> int:
     result = compress(model, calib, budget, method=args.method, scheme=args.scheme, table=table, progress=True)
     print(f"{budget}, method {args.method}, scheme {args.scheme}")
     print(result.plan.table(), end="\n\n")
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        result.model(x)
-    macs, params = counter.get_total_flops() // 2, sum(p.numel() for p in result.model.parameters())
+    macs, params = count(result.model, x)
     print(f"independent count of the rebuilt model: {macs:,} MACs (FlopCounterMode), {params:,} parameters")
     inputs = torch.randn(64, 1, 28, 28)
     with torch.no_grad():
@@ -162,10 +160,11 @@ def _write_report(db, name, out, command=None):
         raise ValueError(f"no results database at {db}; run `lowrank sweep` first (or pass --db)")
     with ResultStore(db) as store:
         rows = store.rows(sweep=name)
-        config = store.sweeps().get(name)
+        sweeps = store.sweeps()
         expected = store.expected(name)
+    config = sweeps.get(name)
     if not rows:
-        known = ", ".join(sorted(ResultStore(db).sweeps())) or "none"
+        known = ", ".join(sorted(sweeps)) or "none"
         raise ValueError(f"no runs of sweep {name!r} in {db} (sweeps there: {known}); run `lowrank sweep --name {name}` first")
     if len(rows) < expected:
         print(f"note: {len(rows)} of the sweep's {expected} runs are stored; `lowrank sweep` again finishes the rest", file=sys.stderr)
