@@ -1,17 +1,19 @@
 """lowrank: compress trained PyTorch networks by low-rank factorisation under hard budgets."""
 from solvers import InfeasibleBudgetError
 
+from . import kinds, resources
 from .budget import Budget
 from .compress import CompressionResult, compress
-from .decompose import SCHEMES, MaskedModel
-from .factorized import FactorizedConv2d, FactorizedLinear
-from .finetune import evaluate, finetune
-from .layers import LayerTable
-from .plan import Plan
-from .surgery import rebuild
+from .kinds import SCHEMES, FactorizedConv2d, FactorizedLinear
+from .model.finetune import evaluate, finetune
+from .model.masked import MaskedModel
+from .model.plan import Plan
+from .model.surgery import rebuild
+from .model.table import LayerTable
+from . import _compat  # noqa: E402,F401  (older module paths such as lowrank.layers keep working)
 
 __all__ = [
     "Budget", "CompressionResult", "FactorizedConv2d", "FactorizedLinear", "InfeasibleBudgetError",
-    "LayerTable", "MaskedModel", "Plan", "SCHEMES", "compress", "evaluate", "finetune", "rebuild",
+    "LayerTable", "MaskedModel", "Plan", "SCHEMES", "compress", "evaluate", "finetune", "kinds", "rebuild", "resources",
 ]
 __version__ = "0.1.0"

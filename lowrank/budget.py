@@ -1,10 +1,10 @@
-"""Budgets: how much of the original model's MACs and parameters a plan may keep."""
+"""Budgets: how much of the original model's resources (MACs, parameters, ...) a plan may keep."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Iterator, Mapping
 
-RESOURCES = ("macs", "params")
+from . import resources
 
 
 def _check_number(field: str, value) -> float:
@@ -16,60 +16,98 @@ def _check_number(field: str, value) -> float:
     return value
 
 
-@dataclass(frozen=True)
-class Budget:
-    """Upper bounds on MACs and parameters of the compressed model.
+class Budget(Mapping):
+    """Upper bounds on registered resources, as a mapping resource name -> limit.
 
-    ``macs`` / ``params``: a fraction of the original model's total (0 < f <= 1) or, when
-    greater than 1, an absolute count. ``macs_abs`` / ``params_abs`` give an absolute count
-    explicitly (needed for a count of exactly 1). At least one bound must be given.
+    ``Budget(macs=0.5, params=0.4)`` or ``Budget({"macs": 0.5})``: each limit is a fraction of
+    the original model's total (0 < f <= 1) or, when greater than 1, an absolute count.
+    ``macs_abs=`` (any ``<resource>_abs=``) gives an absolute count explicitly (needed for a
+    count of exactly 1). ``None`` means no limit. At least one bound must be given.
     MACs are counted for one sample of the example input.
     """
 
-    macs: float | None = None
-    params: float | None = None
-    macs_abs: float | None = None
-    params_abs: float | None = None
-
-    def __post_init__(self):
-        given = {k: getattr(self, k) for k in ("macs", "params", "macs_abs", "params_abs")}
-        if all(v is None for v in given.values()):
-            raise ValueError("Budget: give at least one of macs=, params=, macs_abs=, params_abs=")
-        for res in RESOURCES:
-            if given[res] is not None and given[f"{res}_abs"] is not None:
-                raise ValueError(f"Budget: give {res}= or {res}_abs=, not both")
+    def __init__(self, limits: Mapping[str, float | None] | None = None, **kwargs: float | None):
+        given = {**(limits or {}), **kwargs}
+        known = resources.names()
+        fractions: dict[str, float] = {}
+        absolute: dict[str, float] = {}
         for field, value in given.items():
+            res, is_abs = (field[:-4], True) if field.endswith("_abs") else (field, False)
+            if res not in known:
+                raise ValueError(f"Budget: unknown resource {field!r}; budgets can limit {', '.join(known)} "
+                                 f"(a fraction, or {', '.join(k + '_abs' for k in known)} for absolute counts)")
             if value is None:
                 continue
             v = _check_number(field, value)
             if v <= 0:
-                raise ValueError(
-                    f"Budget {field}={value!r}: must be positive (a fraction in (0, 1] or a count > 1)"
-                )
-            if field.endswith("_abs") and v < 1:
+                raise ValueError(f"Budget {field}={value!r}: must be positive (a fraction in (0, 1] or a count > 1)")
+            if is_abs and v < 1:
                 raise ValueError(f"Budget {field}={value!r}: an absolute count must be at least 1")
+            (absolute if is_abs else fractions)[res] = v
+        both = sorted(set(fractions) & set(absolute))
+        if both:
+            raise ValueError(f"Budget: give {both[0]}= or {both[0]}_abs=, not both")
+        if not fractions and not absolute:
+            raise ValueError("Budget: give at least one of " + ", ".join(f"{k}=" for k in known)
+                             + " (or " + ", ".join(f"{k}_abs=" for k in known) + ")")
+        # one entry per limited resource, in registration order: +value = fraction/count, abs kept apart
+        self._fractions = {r: fractions[r] for r in known if r in fractions}
+        self._absolute = {r: absolute[r] for r in known if r in absolute}
 
-    def limits(self, totals: dict[str, float]) -> dict[str, float]:
-        """Absolute limit per resource given the original model's totals (inf = no limit)."""
+    # --- the mapping: resource -> the value as given (fraction or count) ----------------------
+    def __getitem__(self, res: str) -> float:
+        if res in self._absolute:
+            return self._absolute[res]
+        return self._fractions[res]
+
+    def __iter__(self) -> Iterator[str]:
+        return (r for r in resources.names() if r in self._fractions or r in self._absolute)
+
+    def __len__(self) -> int:
+        return len(self._fractions) + len(self._absolute)
+
+    def __getattr__(self, attr: str):
+        """``budget.macs`` / ``budget.macs_abs``: the value as given, or None (older spelling)."""
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        res, is_abs = (attr[:-4], True) if attr.endswith("_abs") else (attr, False)
+        if res not in resources.names():
+            raise AttributeError(f"Budget has no resource {attr!r}")
+        return (self._absolute if is_abs else self._fractions).get(res)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Budget) and (self._fractions, self._absolute) == (other._fractions, other._absolute)
+
+    def __hash__(self) -> int:
+        return hash((tuple(self._fractions.items()), tuple(self._absolute.items())))
+
+    def is_absolute(self, res: str) -> bool:
+        return res in self._absolute or self._fractions.get(res, 0) > 1
+
+    def limits(self, totals: Mapping[str, float]) -> dict[str, float]:
+        """Absolute limit per resource in ``totals`` given the original's totals (inf = no limit)."""
         out = {}
-        for res in RESOURCES:
-            frac_or_count, absolute = getattr(self, res), getattr(self, f"{res}_abs")
-            if absolute is not None:
-                out[res] = float(absolute)
-            elif frac_or_count is None:
+        for res, total in totals.items():
+            if res in self._absolute:
+                out[res] = float(self._absolute[res])
+            elif res not in self._fractions:
                 out[res] = math.inf
-            elif frac_or_count <= 1:
-                out[res] = float(frac_or_count) * float(totals[res])
+            elif self._fractions[res] <= 1:
+                out[res] = float(self._fractions[res]) * float(total)
             else:
-                out[res] = float(frac_or_count)
+                out[res] = float(self._fractions[res])
+        missing = [r for r in self if r not in totals]
+        if missing:
+            raise ValueError(f"Budget limits {', '.join(missing)}, which this model's costs do not include")
         return out
 
     def __str__(self) -> str:
         parts = []
-        for res in RESOURCES:
-            v, a = getattr(self, res), getattr(self, f"{res}_abs")
-            if a is not None or (v is not None and v > 1):
-                parts.append(f"{res} <= {a if a is not None else v:,.0f}")
-            elif v is not None:
-                parts.append(f"{res} <= {v:.1%}")
+        for res in self:
+            v = self[res]
+            parts.append(f"{res} <= {v:,.0f}" if self.is_absolute(res) else f"{res} <= {v:.1%}")
         return "Budget(" + ", ".join(parts) + ")"
+
+    def __repr__(self) -> str:
+        args = [f"{r}={v!r}" for r, v in self._fractions.items()] + [f"{r}_abs={v!r}" for r, v in self._absolute.items()]
+        return "Budget(" + ", ".join(args) + ")"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import kinds, resources
 from .budget import Budget
 
 
@@ -15,23 +16,22 @@ def _demo(args) -> int:
     import torch
 
     from .compress import compress
-    from .layers import LayerTable
-    from .runner import count
+    from .experiment.runner import count
+    from .model.table import LayerTable
     from .zoo import ARCHITECTURES
 
     torch.manual_seed(args.seed)
     model = ARCHITECTURES[args.model]().eval()
     x = torch.randn(1, 1, 28, 28)
     calib = torch.randn(32, 1, 28, 28)  # no data yet: methods that run the network distil the original's outputs
-    budget = Budget(macs=args.macs, params=args.params)
+    budget = _budget_of(args)
     table = LayerTable(model, x)
     print(f"model: {args.model} (built-in, randomly initialised from seed {args.seed}; trained weights come with the zoo)")
     print(table.summary(), end="\n\n")
     result = compress(model, calib, budget, method=args.method, scheme=args.scheme, table=table, progress=True)
     print(f"{budget}, method {args.method}, scheme {args.scheme}")
     print(result.plan.table(), end="\n\n")
-    macs, params = count(result.model, x)
-    print(f"independent count of the rebuilt model: {macs:,} MACs (FlopCounterMode), {params:,} parameters")
+    print(f"independent count of the rebuilt model: {_counted(count(result.model, x, result.plan.totals_after))}")
     inputs = torch.randn(64, 1, 28, 28)
     with torch.no_grad():
         ref, out = model(inputs), result.model(inputs)
@@ -92,14 +92,26 @@ def _names(text: str) -> list[str]:
 
 
 def _joint_budget(text: str) -> dict:
-    """``macs=0.5,params=0.4`` -> {"macs": 0.5, "params": 0.4}."""
+    """``macs=0.5,params=0.4`` -> {"macs": 0.5, "params": 0.4} (any registered resources)."""
     out = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
-        if key.strip() not in ("macs", "params") or not value:
-            raise argparse.ArgumentTypeError(f"a budget is macs=F and/or params=F, e.g. macs=0.5,params=0.4; got {text!r}")
+        if key.strip() not in resources.names() or not value:
+            raise argparse.ArgumentTypeError(
+                f"a budget is RESOURCE=F pairs ({', '.join(resources.names())}), e.g. macs=0.5,params=0.4; got {text!r}")
         out[key.strip()] = float(value)
     return out
+
+
+def _budget_of(args) -> Budget:
+    """The budget of a command's --macs/--params/... flags (one flag per registered resource)."""
+    return Budget({r: getattr(args, r) for r in resources.names()})
+
+
+def _counted(counts: dict) -> str:
+    """``123 MACs (FlopCounterMode), 45 params``: an independent count in words."""
+    note = {"macs": " (FlopCounterMode)"}
+    return ", ".join(f"{v:,} {resources.get(r).label}{note.get(r, '')}" for r, v in counts.items())
 
 
 def _samples(text: str) -> int | None:
@@ -107,7 +119,7 @@ def _samples(text: str) -> int | None:
 
 
 def _sweep_config(args):
-    from .sweep import SweepConfig
+    from .experiment.sweep import SweepConfig
 
     overrides = {}
     for key in ("models", "methods", "seeds", "schemes", "calib_samples", "select_samples", "finetune_epochs", "finetune_samples", "kd", "name"):
@@ -116,7 +128,7 @@ def _sweep_config(args):
             overrides[key] = value
     if args.eval_samples is not None:
         overrides["eval_samples"] = _samples(args.eval_samples)
-    budgets = [{"macs": v} for v in args.macs or []] + [{"params": v} for v in args.params or []] + list(args.budget or [])
+    budgets = [{r: v} for r in resources.names() for v in getattr(args, r) or []] + list(args.budget or [])
     if budgets:
         overrides["budgets"] = budgets
     if args.config:
@@ -127,7 +139,7 @@ def _sweep_config(args):
 def _sweep(args) -> int:
     import shlex
 
-    from .sweep import run_sweep
+    from .experiment.sweep import run_sweep
 
     config = _sweep_config(args)
     config.check_models()
@@ -153,8 +165,8 @@ def _sweep(args) -> int:
 def _write_report(db, name, out, command=None):
     from pathlib import Path
 
+    from .experiment.store import ResultStore
     from .report import make_report
-    from .store import ResultStore
 
     if not Path(db).exists():
         raise ValueError(f"no results database at {db}; run `lowrank sweep` first (or pass --db)")
@@ -197,14 +209,14 @@ def _compress(args) -> int:
     import torch
 
     from .compress import compress
-    from .finetune import finetune
-    from .runner import count
+    from .experiment.runner import count
+    from .model.finetune import finetune
     from .zoo import ZOO, get
 
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    budget = Budget(macs=args.macs, params=args.params)
+    budget = _budget_of(args)
     entry = None
     if args.model in ZOO:
         entry = get(args.model)
@@ -223,17 +235,16 @@ def _compress(args) -> int:
             raise ValueError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module saved with torch.save(model, path)")
         model.eval()
         calib = _load_calibration(args.calib)
-        from .compress import first_sample
-        from .objective import as_batches
+        from .model.inputs import first_sample
+        from .model.network_loss import as_batches
 
         example = first_sample(as_batches(calib)[0][0])
     result = compress(model, calib, budget, method=args.method, scheme=args.scheme, progress=not args.quiet)
     print(result.plan.table())
-    macs, params = count(result.model, example)
-    limits = budget.limits(result.table.totals)
-    fits = macs <= limits["macs"] and params <= limits["params"]
-    print(f"independent count of the rebuilt model: {macs:,} MACs (FlopCounterMode), {params:,} parameters: "
-          + ("within the budget" if fits else "OVER THE BUDGET"))
+    counts = count(result.model, example, result.plan.totals_after)
+    limits = result.plan.limits
+    fits = all(counts[r] <= limits[r] for r in counts)
+    print(f"independent count of the rebuilt model: {_counted(counts)}: " + ("within the budget" if fits else "OVER THE BUDGET"))
     if entry is not None:
         limit = _samples(args.eval_samples)
         before = entry.evaluate(model, limit=limit)
@@ -258,14 +269,36 @@ def _compress(args) -> int:
     return 0 if fits else 1
 
 
+SCHEME_CHOICES = [*kinds.scheme_names(), "auto"]
+
+
+def _add_budget_flags(parser, defaults: dict | None = None, many: bool = False) -> None:
+    """One flag per registered resource: --macs, --params, ..."""
+    for name in resources.names():
+        res = resources.get(name)
+        if many:
+            parser.add_argument(f"--{name}", type=_floats, help=f"{res.axis}s, comma-separated fractions, e.g. 0.3,0.5,0.7")
+        else:
+            default = (defaults or {}).get(name)
+            parser.add_argument(f"--{name}", type=float, default=default, help=f"{res.axis}: fraction (0, 1] or absolute count"
+                                + (f" (default {default})" if default is not None else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lowrank", description="Compress PyTorch networks by low-rank factorisation under "
+                                     "budgets on " + ", ".join(resources.get(r).label for r in resources.names()) + ".")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_sweep, _add_report, _add_compress, _add_zoo):
+        add(sub)
+    return parser
+
+
+def _add_demo(sub) -> None:
+    """lowrank demo: a built-in model, randomly initialised."""
     import solvers
 
-    from .sweep import DEFAULT_CACHE, DEFAULT_DB
     from .zoo import ARCHITECTURES
 
-    parser = argparse.ArgumentParser(prog="lowrank", description="Compress PyTorch networks by low-rank factorisation under MAC and parameter budgets.")
-    sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
         help="compress a small built-in model under a budget and print the plan",
@@ -273,13 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: lowrank demo --model vgg --macs 0.5 --params 0.4 --scheme spatial",
     )
     demo.add_argument("--model", default="lenet5", choices=sorted(ARCHITECTURES))
-    demo.add_argument("--macs", type=float, default=0.5, help="MAC budget: fraction (0, 1] or absolute count (default 0.5)")
-    demo.add_argument("--params", type=float, default=0.4, help="parameter budget: fraction (0, 1] or absolute count (default 0.4)")
+    _add_budget_flags(demo, defaults={"macs": 0.5, "params": 0.4})
     demo.add_argument("--method", default="uniform", choices=solvers.methods(), help="allocation method (default uniform)")
-    demo.add_argument("--scheme", default="channel", choices=["channel", "spatial", "auto"])
+    demo.add_argument("--scheme", default="channel", choices=SCHEME_CHOICES)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", metavar="FILE", help="also write the plan as JSON")
     demo.set_defaults(run=_demo)
+
+
+def _add_sweep(sub) -> None:
+    """lowrank sweep: what to run (flags = sweep-file keys) and how."""
+    import solvers
 
     sweep = sub.add_parser(
         "sweep", help="run models x budgets x methods x seeds, store every run, write the report",
@@ -310,18 +347,25 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--config", metavar="FILE", help="a .toml or .yaml sweep file")
     what.add_argument("--name", help="the sweep's name: its report goes to reports/NAME (default: default)")
     what.add_argument("--models", type=_names, help="zoo entries, comma-separated (`lowrank zoo list`)")
-    what.add_argument("--macs", type=_floats, help="MAC budgets, comma-separated fractions, e.g. 0.3,0.5,0.7")
-    what.add_argument("--params", type=_floats, help="parameter budgets, comma-separated fractions")
+    _add_budget_flags(what, many=True)
     what.add_argument("--budget", type=_joint_budget, action="append", metavar="macs=F,params=F", help="a joint budget (repeatable)")
     what.add_argument("--methods", type=_names, help=f"comma-separated, or all ({', '.join(solvers.methods())})")
     what.add_argument("--seeds", type=_ints, help="comma-separated; a seed picks the calibration samples and fine-tuning order")
-    what.add_argument("--schemes", type=_names, help="channel, spatial and/or auto (default channel)")
+    what.add_argument("--schemes", type=_names, help=f"{', '.join(SCHEME_CHOICES)} (default channel)")
     what.add_argument("--calib-samples", type=int, help="samples for gradients / sensitivity (default 128)")
     what.add_argument("--select-samples", type=int, help="samples for choosing cobla's rounding (default 128)")
     what.add_argument("--eval-samples", help="evaluate on at most this many test samples, or all (default 2000)")
     what.add_argument("--finetune-epochs", type=int, help="fine-tune each compressed model (default 0)")
     what.add_argument("--finetune-samples", type=int, help="cap on samples per fine-tuning epoch")
     what.add_argument("--kd", type=float, help="distillation weight from the original while fine-tuning (default 0)")
+    _add_sweep_how(sweep)
+    sweep.set_defaults(run=_sweep)
+
+
+def _add_sweep_how(sweep) -> None:
+    """How a sweep runs: workers, executor, where results and the report go."""
+    from .experiment.sweep import DEFAULT_CACHE, DEFAULT_DB
+
     how = sweep.add_argument_group("how to run it")
     how.add_argument("--workers", type=int, default=None, help="parallel runs (default: one per CPU core)")
     how.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
@@ -334,7 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--no-report", action="store_true", help="only run; make the report later with lowrank report")
     how.add_argument("--dry-run", action="store_true", help="list the runs and stop")
     how.add_argument("--quiet", action="store_true", help="no progress bar")
-    sweep.set_defaults(run=_sweep)
+
+
+def _add_report(sub) -> None:
+    """lowrank report: a sweep's stored runs to reports/NAME/."""
+    from .experiment.sweep import DEFAULT_DB
 
     report = sub.add_parser(
         "report", help="turn a sweep's stored runs into reports/NAME/ (index.md, index.html, plots, runs.csv/json)",
@@ -349,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output folder (default reports/NAME)")
     report.set_defaults(run=_report)
 
+
+def _add_compress(sub) -> None:
+    """lowrank compress: one zoo entry or saved module."""
+    import solvers
+
     comp = sub.add_parser(
         "compress", help="compress one model (a zoo entry or a saved module) under a budget and save it",
         description="Compress a zoo entry, or a whole module saved with torch.save(model, path), under MAC and/or "
@@ -361,10 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     comp.add_argument("--model", required=True, help="a zoo entry name or the path of a saved module")
-    comp.add_argument("--macs", type=float, help="MAC budget: fraction (0, 1] or absolute count")
-    comp.add_argument("--params", type=float, help="parameter budget: fraction (0, 1] or absolute count")
+    _add_budget_flags(comp)
     comp.add_argument("--method", default="cobla", choices=solvers.methods(), help="allocation method (default cobla)")
-    comp.add_argument("--scheme", default="channel", choices=["channel", "spatial", "auto"])
+    comp.add_argument("--scheme", default="channel", choices=SCHEME_CHOICES)
     comp.add_argument("--calib", metavar="FILE", help="calibration data (required for a model file; zoo entries use their own split)")
     comp.add_argument("--out", metavar="FILE", help="save the compressed module here (plan beside it as .plan.json)")
     comp.add_argument("--plan", metavar="FILE", help="write the plan as JSON here")
@@ -377,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--quiet", action="store_true", help="no progress output")
     comp.set_defaults(run=_compress)
 
+
+def _add_zoo(sub) -> None:
+    """lowrank zoo list|train."""
     zoo = sub.add_parser("zoo", help="list or train the built-in trained models", description="The zoo of trained models.")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     zoo_sub.add_parser("list", help="show every entry, its dataset, recorded metric and weights").set_defaults(run=_zoo_list)
@@ -388,7 +443,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu")
     train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     train.set_defaults(run=_zoo_train)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

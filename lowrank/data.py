@@ -15,23 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .model.inputs import size, take  # noqa: F401  (re-exported: splits index inputs of any form)
+
 FASHION_MNIST_DIR = Path(os.environ.get("LOWRANK_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530  # of the training images, scaled to [0, 1]
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-
-
-def take(x, idx):
-    """Index a tensor, or every tensor of a dict of model inputs, along the batch dimension."""
-    if isinstance(x, dict):
-        return {k: v[idx] for k, v in x.items()}
-    return x[idx]
-
-
-def size(x) -> int:
-    """Batch size of a tensor or a dict of input tensors."""
-    if isinstance(x, dict):
-        return len(next(iter(x.values())))
-    return len(x)
 
 
 class DatasetMissingError(RuntimeError):

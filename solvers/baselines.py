@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .problem import Allocation, Problem
-from .registry import register
+from .registry import Need, register
 
 
 def _largest_feasible(problem: Problem, candidates: np.ndarray, ranks_at, active):
@@ -26,14 +26,16 @@ def preferred_active(problem: Problem, share: float = 0.25) -> np.ndarray:
     """One alternative per layer for policies that cannot choose inside their search.
 
     Picks the alternative that keeps the most energy when spending the same ``share`` of the
-    layer's dense parameters (the scheme whose spectrum is more compressible).
+    layer's dense parameters (the scheme whose spectrum is more compressible). A problem
+    without a ``params`` resource compares by its last resource instead.
     """
+    size = problem.resources.index("params") if "params" in problem.resources else len(problem.resources) - 1
     active = np.zeros(len(problem.groups), dtype=bool)
     for idx in problem.layers.values():
         def kept(i):
             g = problem.groups[i]
-            per_rank = g.rank_cost[-1] if g.rank_cost[-1] > 0 else 1.0
-            r = int(min(g.full_rank, share * g.dense_cost[-1] // per_rank))
+            per_rank = g.rank_cost[size] if g.rank_cost[size] > 0 else 1.0
+            r = int(min(g.full_rank, share * g.dense_cost[size] // per_rank))
             return g.energy_kept(r)
         active[max(idx, key=kept)] = True
     return active
@@ -125,7 +127,7 @@ def zhang(problem: Problem) -> Allocation:
     return Allocation(problem, ranks, "zhang", active=active, info={})
 
 
-@register("sensitivity")
+@register("sensitivity", needs=Need.SENSITIVITY)
 def sensitivity(problem: Problem, objective=None) -> Allocation:
     """AIMET-style: per-layer loss measured at candidate ranks, one shared tolerance for all.
 

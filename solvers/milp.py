@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .knapsack import _from_options, option_matrix
+from .exact import _from_options, option_matrix
 from .objectives import separable_objective
 from .problem import Allocation, Problem
-from .registry import register
+from .registry import Need, register
 
 
 def _mip_solver() -> str:
@@ -19,7 +19,7 @@ def _mip_solver() -> str:
     raise RuntimeError(f"no mixed-integer solver installed for cvxpy (have {installed}); pip install highspy")
 
 
-@register("milp")
+@register("milp", needs=Need.SEPARABLE)
 def milp(problem: Problem, objective=None, solver: str | None = None, time_limit: float = 600.0, verbose: bool = False) -> Allocation:
     """Minimise the separable loss over one-hot rank choices under every budget, with cvxpy."""
     import cvxpy as cp  # imported here: the rest of solvers works without it

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .knapsack import Lagrangian, _Choice, exact, greedy_fill
+from .exact import Lagrangian, _Choice, exact, greedy_fill
 from .objectives import Separable
 from .problem import Problem
 

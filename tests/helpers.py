@@ -1,7 +1,7 @@
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lowrank.layers import call_model
+from lowrank.model.inputs import call_model
 
 
 def counted_macs(model, x) -> int:

@@ -6,10 +6,10 @@ import torch.nn.functional as F
 
 import lowrank
 from lowrank import Budget, LayerTable
-from lowrank.objective import NetworkLoss, as_batches, split_calibration
+from lowrank.model.network_loss import NetworkLoss, as_batches, split_calibration
 from lowrank.zoo import LeNet5
 from solvers import Differentiable, solve
-from solvers.sqp import RelaxedBudgets, solve_qp
+from solvers.cobla import RelaxedBudgets, solve_qp
 from solvers.synthetic import from_shapes
 
 BASELINES = ["uniform", "energy", "alds", "zhang", "exact", "sensitivity"]

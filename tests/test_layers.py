@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from lowrank import LayerTable
-from lowrank.graph import layer_order, residual_joins
+from lowrank.model.graph import layer_order, residual_joins
 
 from conftest import make
 from helpers import counted_macs, n_params

@@ -4,8 +4,8 @@ import pytest
 pytest.importorskip("ray")
 pytest.importorskip("sklearn")
 
-from lowrank.store import ResultStore  # noqa: E402
-from lowrank.sweep import SweepConfig, run_sweep  # noqa: E402
+from lowrank.experiment.store import ResultStore  # noqa: E402
+from lowrank.experiment.sweep import SweepConfig, run_sweep  # noqa: E402
 
 from test_sweep import values  # noqa: E402
 

@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from lowrank import FactorizedConv2d, FactorizedLinear, LayerTable, rebuild
-from lowrank.decompose import svd
+from lowrank.kinds import schemes_for
+from lowrank.model.basis import weight_svd
 
 from conftest import make
 from helpers import counted_macs, n_params, rel_err
@@ -23,14 +24,19 @@ CONV_CONFIGS = [
 ]
 
 
+def svd(layer, scheme):
+    """(U, s, Vh) of a layer's weight under a scheme, as the layer table computes it."""
+    return weight_svd(layer.weight, schemes_for(layer)[scheme])
+
+
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
 @pytest.mark.parametrize("config", CONV_CONFIGS, ids=str)
 def test_full_rank_factorised_conv_reproduces_dense(scheme, config):
     torch.manual_seed(0)
     dense = nn.Conv2d(5, 7, **config)
     x = torch.randn(2, 5, 13, 17)
-    s_full = svd(dense.weight, scheme)[1].numel()
-    layer = FactorizedConv2d.from_dense(dense, s_full, scheme, svd(dense.weight, scheme))
+    s_full = svd(dense, scheme)[1].numel()
+    layer = FactorizedConv2d.from_dense(dense, s_full, scheme, svd(dense, scheme))
     assert rel_err(layer(x), dense(x)) < 1e-5
 
 
@@ -38,7 +44,7 @@ def test_full_rank_factorised_linear_reproduces_dense():
     torch.manual_seed(0)
     dense = nn.Linear(12, 9)
     x = torch.randn(3, 4, 12)
-    layer = FactorizedLinear.from_dense(dense, 9, svd(dense.weight, "channel"))
+    layer = FactorizedLinear.from_dense(dense, 9, svd(dense, "channel"))
     assert rel_err(layer(x), dense(x)) < 1e-5
 
 
@@ -46,14 +52,13 @@ def test_full_rank_factorised_linear_reproduces_dense():
 def test_truncated_factorisation_is_the_best_rank_r_weight(scheme):
     torch.manual_seed(0)
     dense = nn.Conv2d(4, 6, 3, padding=1)
-    u, s, vh = svd(dense.weight, scheme)
+    u, s, vh = svd(dense, scheme)
     r = 3
     layer = FactorizedConv2d.from_dense(dense, r, scheme, (u, s, vh))
     x = torch.randn(1, 4, 9, 9)
     expected_w = (u[:, :r] * s[:r]) @ vh[:r]
-    from lowrank.decompose import weight_from_matrix
-
-    ref = nn.functional.conv2d(x, weight_from_matrix(expected_w, dense.weight.shape, scheme).float(), dense.bias, padding=1)
+    weight = schemes_for(dense)[scheme].weight(expected_w, dense.weight.shape)
+    ref = nn.functional.conv2d(x, weight.float(), dense.bias, padding=1)
     assert rel_err(layer(x), ref) < 1e-5
 
 
@@ -62,7 +67,7 @@ def test_rank_zero_conv_outputs_its_bias_at_the_right_size(config):
     dense = nn.Conv2d(3, 4, **config)
     x = torch.randn(2, 3, 11, 12)
     for scheme in ("channel", "spatial"):
-        layer = FactorizedConv2d.from_dense(dense, 0, scheme, svd(dense.weight, scheme))
+        layer = FactorizedConv2d.from_dense(dense, 0, scheme, svd(dense, scheme))
         y = layer(x)
         assert y.shape == dense(x).shape
         bias = dense.bias if dense.bias is not None else torch.zeros(4)
@@ -71,7 +76,7 @@ def test_rank_zero_conv_outputs_its_bias_at_the_right_size(config):
 
 def test_rank_zero_linear_outputs_its_bias():
     dense = nn.Linear(5, 3)
-    layer = FactorizedLinear.from_dense(dense, 0, svd(dense.weight, "channel"))
+    layer = FactorizedLinear.from_dense(dense, 0, svd(dense, "channel"))
     assert torch.allclose(layer(torch.randn(2, 5)), dense.bias.expand(2, 3))
 
 

@@ -11,8 +11,8 @@ pytest.importorskip("sklearn")
 
 from lowrank.cli import main  # noqa: E402
 from lowrank.report import make_report  # noqa: E402
-from lowrank.store import ResultStore  # noqa: E402
-from lowrank.sweep import SweepConfig, run_sweep  # noqa: E402
+from lowrank.experiment.store import ResultStore  # noqa: E402
+from lowrank.experiment.sweep import SweepConfig, run_sweep  # noqa: E402
 
 
 class PageParser(HTMLParser):
@@ -62,7 +62,7 @@ def test_report_files_images_and_tables(sweep_db, tmp_path):
     assert parser.images and all((out / src).is_file() and (out / src).stat().st_size > 5000 for src in parser.images)
     # one curve plot per budget axis (MACs, params, both) and a rank plot
     assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
-        "lenet5-digits-both.png", "lenet5-digits-macs.png", "lenet5-digits-params.png", "lenet5-digits-ranks.png"]
+        "lenet5-digits-macs-params.png", "lenet5-digits-macs.png", "lenet5-digits-params.png", "lenet5-digits-ranks.png"]
     assert "lenet5-digits" in parser.headings
     assert parser.rows >= len(rows) + 1  # every run in a table row
     md = (out / "index.md").read_text()

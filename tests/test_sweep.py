@@ -14,10 +14,10 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from lowrank import runner  # noqa: E402
-from lowrank.runner import RunSpec, execute_run  # noqa: E402
-from lowrank.store import ResultStore  # noqa: E402
-from lowrank.sweep import SweepConfig, run_sweep  # noqa: E402
+from lowrank.experiment import runner  # noqa: E402
+from lowrank.experiment.runner import RunSpec, execute_run  # noqa: E402
+from lowrank.experiment.store import ResultStore  # noqa: E402
+from lowrank.experiment.sweep import SweepConfig, run_sweep  # noqa: E402
 
 # What a run's values are; times, hosts and timestamps legitimately differ between runs.
 VALUE_COLUMNS = ("status", "model", "method", "budget_macs", "budget_params", "seed", "macs", "params", "planned_macs",
@@ -59,7 +59,7 @@ def test_config_expands_and_validates(tmp_path):
         SweepConfig(methods=["nope"])
     with pytest.raises(ValueError, match="unknown setting.*colour"):
         SweepConfig.from_dict({"colour": "red"})
-    with pytest.raises(ValueError, match="macs and/or params"):
+    with pytest.raises(ValueError, match="a budget is a table with any of macs, params"):
         SweepConfig(budgets=[{"flops": 0.5}])
     with pytest.raises(ValueError, match="calib_samples=5000.*has 200"):
         SweepConfig(models=["lenet5-digits"], calib_samples=5000).check_models()
@@ -124,8 +124,8 @@ def test_shared_work_is_cached_on_disk(reference):
 
 
 def test_a_failing_run_is_recorded_not_fatal(tmp_path):
-    spec = RunSpec(model="lenet5-digits", method="exact", budget_params=1e-6)  # less than the biases
-    row = execute_run(vars(spec), str(tmp_path))
+    spec = RunSpec.from_dict(dict(model="lenet5-digits", method="exact", budget_params=1e-6))  # less than the biases
+    row = execute_run(spec.to_dict(), str(tmp_path))
     assert row["status"] == "infeasible" and "smallest" in row["error"]
 
 
@@ -174,13 +174,12 @@ def test_sigkill_at_any_moment_resumes_with_nothing_lost_or_duplicated(reference
 
 
 def test_sensitivity_is_measured_once_per_model_and_seed(tmp_path, monkeypatch):
-    import lowrank.objective
+    import lowrank.model.needs
 
     calls = []
-    real = lowrank.objective.sensitivity_samples
-    monkeypatch.setattr(lowrank.objective, "sensitivity_samples", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(sys.modules["lowrank.compress"], "measure_sensitivity", lambda *a, **k: pytest.fail("measured again"))
+    real = lowrank.model.needs.sensitivity_samples
+    monkeypatch.setattr(lowrank.model.needs, "sensitivity_samples", lambda *a, **k: calls.append(1) or real(*a, **k))
     for macs in (0.3, 0.5, 0.7):
-        spec = RunSpec(model="lenet5-digits", method="sensitivity", budget_macs=macs, calib_samples=64, select_samples=64)
-        assert execute_run(vars(spec), str(tmp_path))["status"] == "ok"
+        spec = RunSpec.from_dict(dict(model="lenet5-digits", method="sensitivity", budget_macs=macs, calib_samples=64, select_samples=64))
+        assert execute_run(spec.to_dict(), str(tmp_path))["status"] == "ok"
     assert len(calls) == 1

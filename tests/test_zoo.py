@@ -77,7 +77,7 @@ def test_tampered_weights_are_refused(tmp_path, monkeypatch):
     entry = ZOO[TRAINED[0]] if TRAINED else pytest.skip("no committed weights")
     bad = tmp_path / f"{entry.name}.pt"
     bad.write_bytes(entry.weights_path.read_bytes() + b"x")
-    monkeypatch.setattr("lowrank.zoo.registry.WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr("lowrank.zoo.entry.WEIGHTS_DIR", tmp_path)
     with pytest.raises(ValueError, match="SHA-256"):
         entry.load()
 

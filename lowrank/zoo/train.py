@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data import take
+from ..model.inputs import call_model, take, to_device
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -24,7 +24,7 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     correct = 0
     for i in range(0, len(y), batch_size):
         xb = take(x, slice(i, i + batch_size))
-        out = model(**{k: v.to(device) for k, v in xb.items()}) if isinstance(xb, dict) else model(xb.to(device))
+        out = call_model(model, to_device(xb, device))
         correct += (out.argmax(1).cpu() == y[i : i + batch_size]).sum().item()
     return correct / len(y)
 

@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 
-from .knapsack import exact
+from .exact import exact
 from .objectives import Differentiable
 from .problem import Allocation, Problem
-from .registry import register
+from .registry import Need, register
 from .rounding import candidates
 
 
@@ -170,7 +170,7 @@ def damped_diagonal_update(h, s, y, lo=1e-6, hi=1e6):
     return np.clip(h_new, lo, hi)
 
 
-@register("cobla")
+@register("cobla", needs=Need.NETWORK_LOSS)
 def cobla(
     problem: Problem,
     objective: Differentiable | None = None,
@@ -201,34 +201,66 @@ def cobla(
     free = active & ~frozen
     if not free.any():
         return Allocation(problem, start.ranks, "cobla", active=active, info={"note": "every layer fits dense"})
-    sub = problem.subset(active, frozen_dense=frozen)
-    budgets = RelaxedBudgets(sub)
-    sub_ranks = start.ranks[free]
-    x = np.concatenate([(np.arange(g.full_rank) < r).astype(np.float64) for g, r in zip(sub.groups, sub_ranks)])
-    # The dense fallback is not in the relaxation: start inside the relaxed budgets.
-    if np.any(budgets.violation(x) > 0):
-        x = x * np.min(budgets.cap / np.maximum(x @ budgets.C, 1e-300))
+    relaxed = _RelaxedNetwork(problem, objective, frozen, free, start.ranks[free])
+    x, fx, gx, trace, iterations, solver_time = _sqp(relaxed, max_iter, step_tol, h0, progress)
+    best, ranks_free, scores, cands, scored_by = _choose_rounding(relaxed, x, gx, start, free, select)
+    ranks = np.array([g.full_rank for g in problem.groups])
+    ranks[free] = ranks_free
+    info = {
+        "iterations": iterations,
+        "relaxed_objective": fx,
+        "trace": trace,
+        "relaxed_masks": {g.name: m for g, m in zip(relaxed.sub.groups, relaxed.budgets.split(x))},
+        "candidates": {n: {"ranks": cands[n][0].tolist(), "score": float(sc)} for n, sc in zip(cands, scores)},
+        "chosen": best,
+        "scored_by": scored_by,
+        "sqp_solver_seconds": solver_time,
+        "seconds_per_iteration_solver": solver_time / max(iterations, 1),
+        "objective_seconds": relaxed.objective_seconds,
+        "total_seconds": time.perf_counter() - t_start,
+    }
+    return Allocation(problem, ranks, "cobla", active=active, objective=float(min(scores)), info=info)
 
-    dense_masks = {problem.groups[i].name: np.ones(problem.groups[i].full_rank) for i in np.flatnonzero(frozen)}
-    free_names = [g.name for g in sub.groups]
 
-    def masks_of(parts):
-        return {**dense_masks, **dict(zip(free_names, parts))}
+class _RelaxedNetwork:
+    """The free layers' relaxed masks as one flat vector, the network loss as a function of
+    it (layers frozen dense keep all-ones masks), and the starting point."""
 
-    objective_time = [0.0]
+    def __init__(self, problem: Problem, objective, frozen, free, start_ranks):
+        self.objective = objective
+        self.sub = problem.subset(frozen | free, frozen_dense=frozen)
+        self.budgets = RelaxedBudgets(self.sub)
+        self.start_ranks = start_ranks
+        x = np.concatenate([(np.arange(g.full_rank) < r).astype(np.float64) for g, r in zip(self.sub.groups, start_ranks)])
+        # The dense fallback is not in the relaxation: start inside the relaxed budgets.
+        if np.any(self.budgets.violation(x) > 0):
+            x = x * np.min(self.budgets.cap / np.maximum(x @ self.budgets.C, 1e-300))
+        self.x0 = x
+        self.dense_masks = {problem.groups[i].name: np.ones(problem.groups[i].full_rank) for i in np.flatnonzero(frozen)}
+        self.free_names = [g.name for g in self.sub.groups]
+        self.objective_seconds = 0.0
 
-    def f(x):
+    def masks_of(self, parts) -> dict:
+        return {**self.dense_masks, **dict(zip(self.free_names, parts))}
+
+    def __call__(self, x):
+        """(loss, flat gradient) at the flat relaxed masks ``x``."""
         t = time.perf_counter()
-        value, grads = objective(masks_of(budgets.split(x)))
-        out = value, np.concatenate([grads[n] for n in free_names])
-        objective_time[0] += time.perf_counter() - t
+        value, grads = self.objective(self.masks_of(self.budgets.split(x)))
+        out = value, np.concatenate([grads[n] for n in self.free_names])
+        self.objective_seconds += time.perf_counter() - t
         return out
 
+
+def _sqp(f: _RelaxedNetwork, max_iter, step_tol, h0, progress):
+    """SQP with a damped diagonal quasi-Newton Hessian and a backtracking line search.
+    Returns (x, f(x), gradient, trace, iterations, the solver's own seconds)."""
+    x, budgets = f.x0, f.budgets
     fx, gx = f(x)
     h = np.full(x.size, h0 if h0 is not None else max(np.abs(gx).max(), 1e-8))
     trace = [fx]
     iterations = 0
-    t_loop, f_before = time.perf_counter(), objective_time[0]
+    t_loop, f_before = time.perf_counter(), f.objective_seconds
     for iterations in range(1, max_iter + 1):
         target, _, _ = solve_qp(x, gx, h, budgets)
         d = target - x
@@ -251,41 +283,30 @@ def cobla(
         if progress:
             progress(iterations, fx)
     # the solver's own time: the SQP loop less the objective's forward/backward passes
-    solver_time = (time.perf_counter() - t_loop) - (objective_time[0] - f_before)
-    relaxed = budgets.split(x)
-    grads = budgets.split(gx)
-    cands = candidates(sub, np.ones(len(sub.groups), dtype=bool), relaxed, grads)
-    cands["warm-start"] = (sub_ranks, np.ones(len(sub.groups), dtype=bool))
+    solver_time = (time.perf_counter() - t_loop) - (f.objective_seconds - f_before)
+    return x, fx, gx, trace, iterations, solver_time
+
+
+def _choose_rounding(f: _RelaxedNetwork, x, gx, start: Allocation, free, select):
+    """Round the relaxed masks several ways (plus the warm start) and keep the candidate with
+    the lowest loss on the selection split (or, without one, the calibration objective)."""
+    sub = f.sub
+    cands = candidates(sub, np.ones(len(sub.groups), dtype=bool), f.budgets.split(x), f.budgets.split(gx))
+    cands["warm-start"] = (f.start_ranks, np.ones(len(sub.groups), dtype=bool))
     names = list(cands)
     if select is not None:
         full = []
         for n in names:
             r = start.ranks.copy()
             r[free] = cands[n][0]
-            full.append((r, active))
+            full.append((r, start.active))
         scores = [float(v) for v in select(full)]
         scored_by = "selection split"
     else:
         scores = []
         for n in names:
-            r = cands[n][0]
-            masks = [(np.arange(g.full_rank) < g.normalise(int(rr))).astype(np.float64) for g, rr in zip(sub.groups, r)]
-            scores.append(objective(masks_of(masks))[0])
+            masks = [(np.arange(g.full_rank) < g.normalise(int(rr))).astype(np.float64) for g, rr in zip(sub.groups, cands[n][0])]
+            scores.append(f.objective(f.masks_of(masks))[0])
         scored_by = "calibration objective"
     best = names[int(np.argmin(scores))]
-    ranks = np.array([g.full_rank for g in problem.groups])
-    ranks[free] = cands[best][0]
-    info = {
-        "iterations": iterations,
-        "relaxed_objective": fx,
-        "trace": trace,
-        "relaxed_masks": {g.name: m for g, m in zip(sub.groups, relaxed)},
-        "candidates": {n: {"ranks": cands[n][0].tolist(), "score": float(sc)} for n, sc in zip(names, scores)},
-        "chosen": best,
-        "scored_by": scored_by,
-        "sqp_solver_seconds": solver_time,
-        "seconds_per_iteration_solver": solver_time / max(iterations, 1),
-        "objective_seconds": objective_time[0],
-        "total_seconds": time.perf_counter() - t_start,
-    }
-    return Allocation(problem, ranks, "cobla", active=active, objective=float(min(scores)), info=info)
+    return best, cands[best][0], scores, cands, scored_by

@@ -20,7 +20,7 @@ from scipy import optimize, sparse
 
 from .objectives import Separable, separable_objective
 from .problem import Allocation, Problem
-from .registry import register
+from .registry import Need, register
 
 
 def lower_hull(y: np.ndarray) -> np.ndarray:
@@ -304,7 +304,7 @@ def branch_and_bound(problem: Problem, objective: Separable, time_limit: float, 
     return ranks, active, (None if bound is None else float(bound) + offset * len(problem.layers)), res.message, kept
 
 
-@register("exact")
+@register("exact", needs=Need.SEPARABLE)
 def exact(problem: Problem, objective=None, gap_tol: float = 1e-4, time_limit: float = 60.0) -> Allocation:
     """Optimal for separable objectives, with a certified relative gap <= ``gap_tol``."""
     obj = separable_objective(problem, objective)

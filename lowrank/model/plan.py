@@ -1,12 +1,14 @@
-"""A plan: the allocation bound back to layer names, with costs before and after."""
+"""A plan: the allocation bound back to layer names, with costs before and after in every
+priced resource."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from solvers import Allocation
 
-from .layers import LayerTable
+from .. import resources
+from .table import LayerTable
 
 
 @dataclass
@@ -18,10 +20,21 @@ class PlanRow:
     full_rank: int
     rank: int  # full_rank when the layer stays dense
     dense: bool
-    macs_before: int
-    macs_after: int
-    params_before: int
-    params_after: int
+    before: dict[str, int]  # resource -> cost of the original layer
+    after: dict[str, int]  # resource -> cost at the chosen rank
+
+    def __getattr__(self, attr: str):
+        """``row.macs_before`` / ``row.params_after``: the older spelling of before/after."""
+        res, _, when = attr.rpartition("_")
+        if when in ("before", "after") and res in self.__dict__.get(when, {}):
+            return self.__dict__[when][res]
+        raise AttributeError(attr)
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k not in ("before", "after")}
+        for res in self.before:
+            out[f"{res}_before"], out[f"{res}_after"] = self.before[res], self.after[res]
+        return out
 
 
 @dataclass
@@ -35,17 +48,19 @@ class Plan:
 
     @classmethod
     def from_allocation(cls, table: LayerTable, alloc: Allocation, limits: dict[str, float]) -> "Plan":
+        res = alloc.problem.resources
         rows = []
         for layer_name, (group, rank) in alloc.by_layer().items():
             layer = table.layers[layer_name]
-            macs, params = (int(round(x)) for x in group.cost(rank))
+            after = dict(zip(res, (int(round(x)) for x in group.cost(rank))))
             rows.append(PlanRow(
                 layer.name, layer.kind, layer.weight_shape, group.option, group.full_rank, int(rank),
-                group.is_dense(rank), layer.macs, macs, layer.params, params,
+                group.is_dense(rank), {r: int(round(layer.dense[r])) for r in res}, after,
             ))
-        after = {res: int(round(c)) for res, c in zip(alloc.problem.resources, alloc.cost)}
+        after = {r: int(round(c)) for r, c in zip(res, alloc.cost)}
+        before = {r: int(round(v)) for r, v in table.totals_of(res).items()}
         info = {k: v for k, v in alloc.info.items() if isinstance(v, (int, float, str, bool))}
-        return cls(rows, dict(table.totals), after, dict(limits), alloc.method, info)
+        return cls(rows, before, after, {r: limits[r] for r in res}, alloc.method, info)
 
     @property
     def ranks(self) -> dict[str, int]:
@@ -66,24 +81,28 @@ class Plan:
             "fractions": {r: self.fraction(r) for r in self.totals_before},
             "limits": {k: (None if v == float("inf") else v) for k, v in self.limits.items()},
             "info": self.info,
-            "layers": [asdict(r) for r in self.rows],
+            "layers": [r.to_dict() for r in self.rows],
         }
 
     def to_json(self, **kw) -> str:
         return json.dumps(self.to_dict(), indent=kw.pop("indent", 2), **kw)
 
     def table(self) -> str:
-        head = f"{'layer':28s} {'kind':7s} {'scheme':8s} {'rank':>11s} {'MACs before':>13s} {'MACs after':>13s} {'params before':>13s} {'params after':>13s}"
+        res = list(self.totals_before)
+        labels = [resources.get(r).label for r in res]
+        head = f"{'layer':28s} {'kind':7s} {'scheme':8s} {'rank':>11s}" + "".join(
+            f" {label + ' before':>14s} {label + ' after':>14s}" for label in labels)
         lines = [head, "-" * len(head)]
         for r in self.rows:
             rank = "dense" if r.dense else f"{r.rank}/{r.full_rank}"
-            lines.append(f"{r.name:28s} {r.kind:7s} {r.scheme:8s} {rank:>11s} {r.macs_before:13,d} {r.macs_after:13,d} {r.params_before:13,d} {r.params_after:13,d}")
+            lines.append(f"{r.name:28s} {r.kind:7s} {r.scheme:8s} {rank:>11s}"
+                         + "".join(f" {r.before[x]:14,d} {r.after[x]:14,d}" for x in res))
         lines.append("-" * len(head))
         b, a = self.totals_before, self.totals_after
-        lines.append(f"{'whole model':28s} {'':7s} {'':8s} {'':>11s} {b['macs']:13,d} {a['macs']:13,d} {b['params']:13,d} {a['params']:13,d}")
+        lines.append(f"{'whole model':28s} {'':7s} {'':8s} {'':>11s}" + "".join(f" {b[x]:14,d} {a[x]:14,d}" for x in res))
         fr = ", ".join(
-            f"{res} {self.fraction(res):.1%}" + ("" if self.limits[res] == float("inf") else f" (limit {self.limits[res] / b[res]:.1%})")
-            for res in b
+            f"{x} {self.fraction(x):.1%}" + ("" if self.limits[x] == float("inf") else f" (limit {self.limits[x] / b[x]:.1%})")
+            for x in res
         )
         lines.append(f"method {self.method}: keeps {fr}")
         return "\n".join(lines)

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from solvers import Differentiable, Problem, Separable
 from solvers.objectives import from_samples
 
-from .data import size, take
-from .layers import LayerTable, call_model
+from .inputs import call_model, size, take
+from .table import LayerTable
 
 Batch = tuple[Any, Any]  # (inputs, targets or None)
 

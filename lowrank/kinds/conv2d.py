@@ -1,50 +1,20 @@
-"""Two thin layers in place of one dense layer. A layer does not know how its rank was chosen."""
-from __future__ import annotations
+"""``nn.Conv2d`` with ``groups == 1`` under two schemes (how the kernel becomes a matrix):
 
-import warnings
+- ``channel``: (C_out, C_in, kh, kw) -> C_out x (C_in*kh*kw). Rebuilt as a kh x kw conv
+  C_in -> r (the original stride, padding, dilation), then a 1x1 conv r -> C_out.
+- ``spatial``: (C_out, C_in, kh, kw) -> (C_in*kh) x (C_out*kw). Rebuilt as a kh x 1 conv
+  C_in -> r (stride, padding, dilation along H), then a 1 x kw conv r -> C_out (along W).
+"""
+from __future__ import annotations
 
 import torch
 from torch import nn
 
-
-
-def _split(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int):
-    """First factor sqrt(S) Vh, second U sqrt(S): balanced scales help later fine-tuning."""
-    root = s[:rank].sqrt()
-    return root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
-
-
-class FactorizedLinear(nn.Module):
-    """y = second(first(x)): Linear(in, r, no bias) then Linear(r, out, bias)."""
-
-    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
-        super().__init__()
-        self.rank = rank
-        self.scheme = "channel"
-        with warnings.catch_warnings():  # rank 0: torch warns that initialising empty weights is a no-op
-            warnings.simplefilter("ignore", UserWarning)
-            self.first = nn.Linear(in_features, rank, bias=False)
-            self.second = nn.Linear(rank, out_features, bias=bias)
-
-    @classmethod
-    def from_dense(cls, dense: nn.Linear, rank: int, factors) -> "FactorizedLinear":
-        """``factors`` = (U, s, Vh) of the dense weight."""
-        w = dense.weight
-        layer = cls(dense.in_features, dense.out_features, rank, bias=dense.bias is not None).to(w.device, w.dtype)
-        a, b = _split(*factors, rank)
-        with torch.no_grad():
-            layer.first.weight.copy_(a)
-            layer.second.weight.copy_(b)
-            if dense.bias is not None:
-                layer.second.bias.copy_(dense.bias)
-        return layer
-
-    def forward(self, x):
-        return self.second(self.first(x))
+from . import LayerScheme, register, split_factors
 
 
 class FactorizedConv2d(nn.Module):
-    """A conv C_in -> r then a conv r -> C_out, split by ``scheme`` (see lowrank.decompose).
+    """A conv C_in -> r then a conv r -> C_out, split by ``scheme``.
 
     ``channel``: kh x kw conv (original stride, padding, dilation) then a 1x1 conv.
     ``spatial``: kh x 1 conv (stride, padding, dilation along H) then 1 x kw conv (along W).
@@ -85,7 +55,7 @@ class FactorizedConv2d(nn.Module):
         layer = cls(dense, rank, scheme).to(w.device, w.dtype)
         with torch.no_grad():
             if rank > 0:
-                a, b = _split(*factors, rank)  # a: r x cols, b: rows x r
+                a, b = split_factors(*factors, rank)  # a: r x cols, b: rows x r
                 c_out, c_in, kh, kw = w.shape
                 if scheme == "channel":
                     layer.first.weight.copy_(a.reshape(rank, c_in, kh, kw))
@@ -115,3 +85,71 @@ class FactorizedConv2d(nn.Module):
         h, w = self._output_size(x)
         out = x.new_zeros(*x.shape[:-3], self.out_channels, h, w)
         return out + self.bias[:, None, None] if self.bias is not None else out
+
+
+class _Conv2dScheme(LayerScheme):
+    module_type, kind, condition = nn.Conv2d, "conv2d", "groups=1"
+
+    def accepts(self, module):
+        return isinstance(module, nn.Conv2d) and module.groups == 1
+
+    def factorized(self, dense, rank, factors):
+        return FactorizedConv2d.from_dense(dense, rank, self.name, factors)
+
+    @staticmethod
+    def _output_positions(out_shape) -> tuple[int, int, int]:
+        n, _, h_out, w_out = out_shape if len(out_shape) == 4 else (1, *out_shape)
+        return n, h_out, w_out
+
+
+class Conv2dChannel(_Conv2dScheme):
+    name = "channel"
+
+    def matrix(self, weight):
+        return weight.reshape(weight.shape[0], -1)
+
+    def weight(self, matrix, shape):
+        return matrix.reshape(*shape)
+
+    def matrix_shape(self, weight_shape):
+        c_out, c_in, kh, kw = weight_shape
+        return (c_out, c_in * kh * kw)
+
+    def macs_per_rank(self, module, calls):
+        # a kh x kw conv C_in -> r at the output size, then a 1x1 conv r -> C_out
+        c_out, c_in, kh, kw = module.weight.shape
+        total = 0
+        for _, out_shape, _ in calls:
+            n, h_out, w_out = self._output_positions(out_shape)
+            total += n * h_out * w_out * (c_in * kh * kw + c_out)
+        return total
+
+
+class Conv2dSpatial(_Conv2dScheme):
+    name = "spatial"
+
+    def matrix(self, weight):
+        c_out, c_in, kh, kw = weight.shape
+        return weight.permute(1, 2, 0, 3).reshape(c_in * kh, c_out * kw)
+
+    def weight(self, matrix, shape):
+        c_out, c_in, kh, kw = shape
+        return matrix.reshape(c_in, kh, c_out, kw).permute(2, 0, 1, 3)
+
+    def matrix_shape(self, weight_shape):
+        c_out, c_in, kh, kw = weight_shape
+        return (c_in * kh, c_out * kw)
+
+    def macs_per_rank(self, module, calls):
+        # a kh x 1 conv C_in -> r (output H_out x W_in: it pads, strides and dilates only
+        # along H), then a 1 x kw conv r -> C_out
+        c_out, c_in, kh, kw = module.weight.shape
+        total = 0
+        for in_shape, out_shape, _ in calls:
+            n, h_out, w_out = self._output_positions(out_shape)
+            total += n * h_out * in_shape[-1] * c_in * kh + n * h_out * w_out * c_out * kw
+        return total
+
+
+register(Conv2dChannel())
+register(Conv2dSpatial())

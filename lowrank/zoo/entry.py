@@ -1,4 +1,4 @@
-"""The zoo: named, trained models with their dataset, metric and checked weights."""
+"""A zoo entry: a named, trained model with its dataset, metric and checked weights."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from .. import data
-from .archs import LeNet5, ResNet, vgg_style
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -93,43 +92,3 @@ class ZooEntry:
         out.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), out)
         return model, history, hashlib.sha256(out.read_bytes()).hexdigest()
-
-
-ZOO: dict[str, ZooEntry] = {}
-
-
-def register(entry: ZooEntry) -> ZooEntry:
-    ZOO[entry.name] = entry
-    return entry
-
-
-def get(name: str) -> ZooEntry:
-    if name not in ZOO:
-        raise ValueError(f"no zoo entry {name!r}; `lowrank zoo list` shows: {', '.join(ZOO)}")
-    return ZOO[name]
-
-
-register(ZooEntry(
-    "lenet5-fmnist", "LeNet-5 (61.7k params) trained on Fashion-MNIST", LeNet5, "fashion-mnist", "top-1 accuracy",
-    {"epochs": 10, "lr": 3e-3, "seed": 0},
-    sha256="8c7673e7308c051e5b7fc91af221e53757043401798352a028ab52dae79a525b", recorded_metric=0.896,
-))
-register(ZooEntry(
-    "lenet5-digits", "LeNet-5 trained on scikit-learn's 8x8 digits upsampled to 28x28: seconds to compress and "
-    "evaluate, needs no system package (quick sweeps, tests)", LeNet5, "digits", "top-1 accuracy",
-    {"epochs": 30, "lr": 3e-3, "seed": 0, "augment": False},
-    sha256="e91b3ff2eb792b18b7ebf7ef6bc714e776ce3942cd95af9220bf84a623766e28", recorded_metric=0.9633,
-))
-register(ZooEntry(
-    "vgg-fmnist", "VGG-style, 6 conv + BatchNorm, width 32, 1024-wide classifier (1.5M params), trained on Fashion-MNIST",
-    lambda: vgg_style(width=32, hidden=1024), "fashion-mnist", "top-1 accuracy", {"epochs": 4, "lr": 3e-3, "seed": 0},
-    sha256="21151e05ac7995fce6056c0f2a8265f2c27be33b87a608732d2c2235d942c20c", recorded_metric=0.9228,
-))
-register(ZooEntry(
-    "resnet20-fmnist", "CIFAR-style ResNet-20 (272k params) adapted to 1-channel Fashion-MNIST",
-    lambda: ResNet(blocks=3, width=16), "fashion-mnist", "top-1 accuracy", {"epochs": 4, "lr": 3e-3, "seed": 0},
-    sha256="892ce6a216856abe98ce0a893ba9ff24dc97952f7732d33ab1be74d4318061b9", recorded_metric=0.9189,
-))
-
-
-from . import minilm, mobilenet  # noqa: E402,F401  (register the package-weight entries)

@@ -14,28 +14,37 @@ import socket
 import subprocess
 import time
 import traceback
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import solvers
 
-from .budget import Budget
+from .. import resources
+from ..budget import Budget
+from ..kinds import check_scheme, scheme_names
 from .cache import DiskCache, digest
+
+
+# Runs stored before resources were registered had exactly these budget fields in their key;
+# the key of a new resource's budget field is left out when it is unset, so stored keys hold.
+_KEY_BUDGET_FIELDS = ("budget_macs", "budget_params")
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that determines a run's result; its hash is the run's key in the store."""
+    """Everything that determines a run's result; its hash is the run's key in the store.
+
+    ``limits``: (resource name, limit) pairs (a fraction, or a count above 1), as in
+    ``Budget``; flat, in rows, files and keys, they read ``budget_<resource>``.
+    """
 
     model: str
     method: str
-    budget_macs: float | None = None
-    budget_params: float | None = None
+    limits: tuple = ()  # ((resource, limit), ...), stored in registration order
     scheme: str = "channel"
     seed: int = 0
     calib_samples: int | None = 128  # drawn (by seed) from the calibration split; None: all (or unused)
@@ -46,29 +55,46 @@ class RunSpec:
     kd: float = 0.0  # distillation weight from the original model while fine-tuning
 
     def __post_init__(self):
-        if self.budget_macs is None and self.budget_params is None:
-            raise ValueError("a run needs a MAC or a parameter budget")
-        Budget(macs=self.budget_macs, params=self.budget_params)  # validates
-        if self.method not in solvers.methods():
-            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(solvers.methods())}")
-        if self.scheme not in ("channel", "spatial", "auto"):
-            raise ValueError(f"unknown scheme {self.scheme!r}; choose channel, spatial or auto")
+        limits = {r: v for r, v in dict(self.limits).items() if v is not None}
+        if not limits:
+            raise ValueError("a run needs a budget on at least one of " + ", ".join(resources.names()))
+        object.__setattr__(self, "limits", tuple(Budget(limits).items()))  # validates
+        solvers.method(self.method)  # validates
+        if self.scheme != "auto":
+            try:
+                check_scheme(self.scheme)
+            except ValueError:
+                raise ValueError(f"unknown scheme {self.scheme!r}; choose {', '.join(scheme_names())} or auto") from None
+
+    def to_dict(self) -> dict:
+        """The flat form: ``budget_<resource>`` for every registered resource (None: no limit)."""
+        limits = dict(self.limits)
+        out = {}
+        for f in fields(self):
+            if f.name == "limits":
+                out.update({f"budget_{r}": limits.get(r) for r in resources.names()})
+            else:
+                out[f.name] = getattr(self, f.name)
+        return out
 
     @property
     def key(self) -> str:
-        return digest(asdict(self))
+        flat = self.to_dict()
+        return digest({k: v for k, v in flat.items() if not (k.startswith("budget_") and v is None and k not in _KEY_BUDGET_FIELDS)})
 
     @property
     def budget(self) -> Budget:
-        return Budget(macs=self.budget_macs, params=self.budget_params)
+        return Budget(dict(self.limits))
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        """From the flat form: ``budget_<resource>`` keys and the other fields."""
+        limits = {k[len("budget_"):]: v for k, v in d.items() if k.startswith("budget_") and v is not None}
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d and f.name != "limits"}, limits=tuple(limits.items()))
 
     def label(self) -> str:
-        parts = [f"macs {self.budget_macs:g}" if self.budget_macs is not None else "", f"params {self.budget_params:g}" if self.budget_params is not None else ""]
-        return f"{self.model} {self.method} {' '.join(p for p in parts if p)} seed {self.seed}"
+        parts = [f"{r} {v:g}" for r, v in self.limits]
+        return f"{self.model} {self.method} {' '.join(parts)} seed {self.seed}"
 
 
 # --- provenance ---------------------------------------------------------------------------
@@ -78,7 +104,7 @@ def versions() -> dict[str, str]:
     import numpy
     import scipy
 
-    from . import __version__
+    from .. import __version__
 
     return {"lowrank": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": numpy.__version__, "scipy": scipy.__version__, "cvxpy": cvxpy.__version__}
@@ -122,8 +148,8 @@ def weights_fingerprint(entry, model: torch.nn.Module) -> str:
 
 
 def load_model(name: str) -> LoadedModel:
-    from .layers import LayerTable
-    from .zoo import get
+    from ..model.table import LayerTable
+    from ..zoo import get
 
     if name not in _LOADED:
         entry = get(name)
@@ -134,7 +160,7 @@ def load_model(name: str) -> LoadedModel:
 
 
 def _ensure_svds(loaded: LoadedModel, scheme: str, cache: DiskCache) -> None:
-    for s in (("channel", "spatial") if scheme == "auto" else (scheme,)):
+    for s in (scheme_names() if scheme == "auto" else (scheme,)):
         if s not in loaded.svds_loaded:
             svds = cache.get("svd", {"weights": loaded.fingerprint, "scheme": s}, lambda: loaded.table.svds(s))
             loaded.table.load_svds(s, svds)
@@ -143,7 +169,7 @@ def _ensure_svds(loaded: LoadedModel, scheme: str, cache: DiskCache) -> None:
 
 def _subset(part, n: int | None, seed: int, batch_size: int = 128):
     """``n`` samples of a split part, chosen by ``seed``, as (inputs, labels) batches."""
-    from .data import take
+    from ..model.inputs import take
 
     x, y = part
     if n is not None and n > len(y):
@@ -153,13 +179,10 @@ def _subset(part, n: int | None, seed: int, batch_size: int = 128):
     return [(take(x, idx[i : i + batch_size]), y[idx[i : i + batch_size]]) for i in range(0, len(idx), batch_size)]
 
 
-def count(model: torch.nn.Module, example) -> tuple[int, int]:
-    """(MACs, parameters) counted independently of our cost model: FlopCounterMode / 2."""
-    from .layers import call_model
-
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        call_model(model, example)
-    return counter.get_total_flops() // 2, sum(p.numel() for p in model.parameters())
+def count(model: torch.nn.Module, example, names=None) -> dict[str, float]:
+    """Each resource (default: those every problem prices) counted on the whole module,
+    independently of our cost model: MACs by FlopCounterMode / 2, parameters by numel."""
+    return {r: resources.get(r).count(model, example) for r in (resources.priced() if names is None else names)}
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -167,7 +190,7 @@ def execute_run(spec: dict, cache_dir: str) -> dict:
     """Run one spec and return its store row; failures become rows with status and message."""
     t0 = time.perf_counter()
     run = RunSpec.from_dict(spec)
-    row = {**{k: v for k, v in asdict(run).items()}, "key": run.key, "spec": asdict(run),
+    row = {**run.to_dict(), "key": run.key, "spec": run.to_dict(),
            "versions": versions(), "git_revision": git_revision(), "host": socket.gethostname()}
     try:
         row.update(_compress_and_measure(run, DiskCache(cache_dir)))
@@ -181,10 +204,10 @@ def execute_run(spec: dict, cache_dir: str) -> dict:
 
 
 def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
-    from .compress import DATA_METHODS, compress
-    from .finetune import finetune
-    from .objective import as_batches, sensitivity_samples
-    from solvers.objectives import from_samples
+    from ..compress import compress
+    from ..model import needs
+    from ..model.finetune import finetune
+    from ..model.network_loss import as_batches
 
     loaded = load_model(run.model)
     entry, model, table = loaded.entry, loaded.model, loaded.table
@@ -196,36 +219,26 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
     )
     n_test = len(entry.splits.test[1])
     out["eval_samples"] = n_test if run.eval_samples is None else min(run.eval_samples, n_test)
-    options = {}
-    calib = selection = None
-    if run.method in DATA_METHODS:
+    method = solvers.method(run.method)
+    selection = measured = None
+    if method.uses_data:
         calib = _subset(entry.splits.calib, run.calib_samples, run.seed)
         selection = _subset(entry.splits.select, run.select_samples, run.seed)
     else:
         calib = [(entry.example_input(), None)]  # data-free methods only need the input shape
-    if run.method == "sensitivity":
+    provider = needs.provider(method.needs)
+    if provider is not None and provider.cache_kind is not None:  # budget-independent: measured once per model
         problem = table.problem(run.budget, run.scheme)
-        samples = cache.get(
-            "sensitivity",
+        measured = cache.get(
+            provider.cache_kind,
             {"weights": loaded.fingerprint, "scheme": run.scheme, "seed": run.seed, "calib_samples": run.calib_samples},
-            lambda: sensitivity_samples(table, problem, as_batches(calib)),
+            lambda: provider.measure(table, problem, as_batches(calib), None, None),
         )
-        options["objective"] = from_samples(problem, samples, "measured loss")
     torch.manual_seed(run.seed)
-    result = compress(model, calib, run.budget, method=run.method, scheme=run.scheme, table=table, selection=selection, **options)
-    alloc = result.allocation
-    out["solver_seconds"] = float(alloc.info.get("solve_seconds", 0.0))
-    limits = run.budget.limits(table.totals)
-    macs, params = count(result.model, entry.example_input())
-    out.update(
-        macs=int(macs), params=int(params), original_macs=table.totals["macs"], original_params=table.totals["params"],
-        macs_fraction=macs / table.totals["macs"], params_fraction=params / table.totals["params"],
-        planned_macs=result.plan.totals_after["macs"], planned_params=result.plan.totals_after["params"],
-        fits=int(macs <= limits["macs"] and params <= limits["params"]),
-        ranks={r.name: r.rank for r in result.plan.rows},  # full rank where a layer stays dense
-        schemes={r.name: r.scheme for r in result.plan.rows},
-        full_ranks={r.name: r.full_rank for r in result.plan.rows},
-    )
+    result = compress(model, calib, run.budget, method=run.method, scheme=run.scheme, table=table, selection=selection,
+                      measured=measured)
+    out["solver_seconds"] = float(result.allocation.info.get("solve_seconds", 0.0))
+    out.update(_costs(run, table, result, entry.example_input()))
     out["metric_before"] = float(entry.evaluate(result.model, limit=run.eval_samples))
     if run.finetune_epochs > 0:
         history = finetune(
@@ -234,4 +247,23 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
         )
         out["finetune_history"] = [float(a) for a in history]
         out["metric_after"] = float(history[-1])
+    return out
+
+
+def _costs(run: RunSpec, table, result, example) -> dict:
+    """Per resource: the independent count of the rebuilt model, the original's, the fraction
+    and the planned cost; whether every limit holds; the ranks chosen per layer."""
+    names = result.plan.totals_after  # the resources the problem priced
+    counted = count(result.model, example, names)
+    original = table.totals_of(names)
+    limits = run.budget.limits(original)
+    out = {}
+    for r in names:
+        cast = int if resources.get(r).integer else float
+        out.update({r: cast(counted[r]), f"original_{r}": original[r], f"{r}_fraction": counted[r] / original[r],
+                    f"planned_{r}": result.plan.totals_after[r]})
+    out["fits"] = int(all(counted[r] <= limits[r] for r in names))
+    rows = result.plan.rows
+    out.update(ranks={x.name: x.rank for x in rows}, schemes={x.name: x.scheme for x in rows},  # full rank where dense
+               full_ranks={x.name: x.full_rank for x in rows})
     return out

@@ -6,8 +6,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from .factorized import FactorizedConv2d, FactorizedLinear
-from .layers import LayerTable
+from .table import LayerTable
 
 
 def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -46,10 +45,6 @@ def rebuild(
             raise ValueError(f"rank {rank} for layer {name!r} is outside 0..{full}")
         if table.group(name, scheme).is_dense(int(rank)):
             continue  # factorising does not pay at this rank: keep the exact dense layer
-        dense = model.get_submodule(name)
-        factors = table.svd(name, scheme)
-        if isinstance(dense, nn.Linear):
-            _set_module(new, name, FactorizedLinear.from_dense(dense, int(rank), factors))
-        else:
-            _set_module(new, name, FactorizedConv2d.from_dense(dense, int(rank), scheme, factors))
+        factorized = layer.scheme_objects[scheme].factorized(model.get_submodule(name), int(rank), table.svd(name, scheme))
+        _set_module(new, name, factorized)
     return new

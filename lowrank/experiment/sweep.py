@@ -16,7 +16,7 @@ from typing import Any
 
 import solvers
 
-from .compress import DATA_METHODS
+from .. import resources
 from .runner import RunSpec, execute_run
 from .store import ResultStore
 
@@ -51,9 +51,10 @@ class SweepConfig:
         unknown = [m for m in self.methods if m not in solvers.methods()]
         if unknown:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(solvers.methods())} or 'all'")
+        known = resources.names()
         for b in self.budgets:
-            if not isinstance(b, dict) or not b or set(b) - {"macs", "params"}:
-                raise ValueError(f"a budget is a table with macs and/or params, e.g. {{macs = 0.5}}; got {b!r}")
+            if not isinstance(b, dict) or not b or set(b) - set(known):
+                raise ValueError(f"a budget is a table with any of {', '.join(known)}, e.g. {{macs = 0.5}}; got {b!r}")
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "SweepConfig":
@@ -84,9 +85,8 @@ class SweepConfig:
     @classmethod
     def from_dict(cls, raw: dict, source: str = "sweep config") -> "SweepConfig":
         raw = dict(raw)
-        # shortcuts: macs = [0.3, 0.5] and params = [0.4] each add one-resource budgets
-        shortcut = [{"macs": float(v)} for v in _as_list(raw.pop("macs", []))]
-        shortcut += [{"params": float(v)} for v in _as_list(raw.pop("params", []))]
+        # shortcuts: macs = [0.3, 0.5] and params = [0.4] (any resource) each add one-resource budgets
+        shortcut = [{r: float(v)} for r in resources.names() for v in _as_list(raw.pop(r, []))]
         if shortcut:
             raw["budgets"] = list(raw.get("budgets", [])) + shortcut
         for key in ("eval_samples", "calib_samples", "select_samples", "finetune_samples"):
@@ -95,7 +95,7 @@ class SweepConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(raw) - known
         if unknown:
-            raise ValueError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known | {'macs', 'params'}))}")
+            raise ValueError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known | set(resources.names())))}")
         for key in ("models", "methods", "seeds", "schemes"):
             if key in raw:
                 raw[key] = _as_list(raw[key])
@@ -112,9 +112,9 @@ class SweepConfig:
                 for method in self.methods:
                     for scheme in self.schemes:
                         for seed in self.seeds:
-                            uses_data = method in DATA_METHODS  # the others never see calibration data
+                            uses_data = solvers.method(method).uses_data  # the others never see calibration data
                             spec = RunSpec(
-                                model=model, method=method, budget_macs=budget.get("macs"), budget_params=budget.get("params"),
+                                model=model, method=method, limits=tuple(budget.items()),
                                 scheme=scheme, seed=int(seed), calib_samples=self.calib_samples if uses_data else None,
                                 select_samples=self.select_samples if uses_data else None,
                                 eval_samples=self.eval_samples, finetune_epochs=self.finetune_epochs,
@@ -125,8 +125,8 @@ class SweepConfig:
 
     def check_models(self) -> None:
         """Fail before any work if a model is unknown, has no weights or lacks its dataset."""
-        from .data import check_available
-        from .zoo import get
+        from ..data import check_available
+        from ..zoo import get
 
         for name in self.models:
             entry = get(name)
@@ -136,7 +136,7 @@ class SweepConfig:
                 check_available(entry.dataset)
             sizes = entry.splits.sizes()
             wanted = {}  # eval_samples is a cap: small test sets are evaluated whole
-            if set(self.methods) & set(DATA_METHODS):
+            if any(solvers.method(m).uses_data for m in self.methods):
                 wanted.update(calib=self.calib_samples, select=self.select_samples)
             for part, n in wanted.items():
                 if n is not None and n > sizes[part]:
@@ -165,7 +165,7 @@ class SweepSummary:
 
 
 # Long runs first so that no worker is left with a slow straggler at the end.
-_COST_ORDER = {"cobla": 0, "sensitivity": 1, "milp": 2}
+_NEED_ORDER = (solvers.Need.NETWORK_LOSS, solvers.Need.SENSITIVITY, solvers.Need.SEPARABLE, solvers.Need.NOTHING)
 
 
 def run_sweep(
@@ -185,13 +185,13 @@ def run_sweep(
     with ResultStore(db) as store:
         store.register_sweep(config.name, config.to_dict(), [s.key for s in specs])
         done = store.done_keys(retry_errors=retry_errors)
-        todo = sorted((s for s in specs if s.key not in done), key=lambda s: _COST_ORDER.get(s.method, 9))
+        todo = sorted((s for s in specs if s.key not in done), key=lambda s: _NEED_ORDER.index(solvers.method(s.method).needs))
         counts = {"error": 0, "infeasible": 0}
         bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"sweep {config.name}", unit="run", disable=not progress, file=sys.stderr)
         if todo:
             ex = make_executor(executor, workers=min(workers, len(todo)), threads=threads, address=address)
             try:
-                for (spec, _), row in ex.map_unordered(execute_run, [(asdict(s), str(cache_dir)) for s in todo]):
+                for (spec, _), row in ex.map_unordered(execute_run, [(s.to_dict(), str(cache_dir)) for s in todo]):
                     store.add(row)
                     bar.update(1)
                     label = RunSpec.from_dict(spec).label()

@@ -13,16 +13,27 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from .. import resources
+
 # Flat columns for what reports group and filter by; lists and dicts go in as JSON text.
+# Per resource (see lowrank.resources): its budget, the independent count of the rebuilt
+# model, the original's, the fraction kept and the planned cost.
+def _resource_columns() -> dict[str, str]:
+    cols = {}
+    for name in resources.names():
+        count = "INTEGER" if resources.get(name).integer else "REAL"
+        cols.update({f"budget_{name}": "REAL", name: count, f"original_{name}": count,
+                     f"{name}_fraction": "REAL", f"planned_{name}": count})
+    return cols
+
+
 COLUMNS = {
     "key": "TEXT PRIMARY KEY",
     "status": "TEXT NOT NULL",  # ok | infeasible | error
-    "model": "TEXT", "dataset": "TEXT", "metric_name": "TEXT",
-    "budget_macs": "REAL", "budget_params": "REAL", "method": "TEXT", "scheme": "TEXT", "seed": "INTEGER",
+    "model": "TEXT", "dataset": "TEXT", "metric_name": "TEXT", "method": "TEXT", "scheme": "TEXT", "seed": "INTEGER",
     "calib_samples": "INTEGER", "select_samples": "INTEGER", "eval_samples": "INTEGER",
     "finetune_epochs": "INTEGER", "finetune_samples": "INTEGER", "kd": "REAL",
-    "macs": "INTEGER", "params": "INTEGER", "original_macs": "INTEGER", "original_params": "INTEGER",
-    "macs_fraction": "REAL", "params_fraction": "REAL", "planned_macs": "INTEGER", "planned_params": "INTEGER",
+    **_resource_columns(),
     "fits": "INTEGER",
     "metric_original": "REAL", "metric_before": "REAL", "metric_after": "REAL",
     "solver_seconds": "REAL", "total_seconds": "REAL",
@@ -44,6 +55,10 @@ class ResultStore:
         self.db.execute("PRAGMA synchronous=FULL")
         cols = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
         self.db.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(runs)")}
+        for name, kind in COLUMNS.items():  # a database from before a resource was registered
+            if name not in have:
+                self.db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
         self.db.execute("CREATE TABLE IF NOT EXISTS sweep_runs (sweep TEXT, key TEXT, position INTEGER, PRIMARY KEY (sweep, key))")
         self.db.execute("CREATE TABLE IF NOT EXISTS sweeps (name TEXT PRIMARY KEY, config TEXT, updated_at TEXT)")
 

@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .data import take
-from .layers import call_model
+from .inputs import call_model, take
 
 
 def evaluate(model: nn.Module, entry, limit: int | None = None) -> float:

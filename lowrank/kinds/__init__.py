@@ -1,0 +1,108 @@
+"""Layer kinds x factorisation schemes: one object per (layer type, scheme).
+
+Each :class:`LayerScheme` owns everything that depends on the layer's type and the scheme:
+the weight as a matrix and back, what one kept singular value costs (MACs from the layer's
+recorded call shapes; parameters are always rows + cols of the matrix), and the two-layer
+module that replaces the dense one. Nothing else in lowrank branches on layer types or
+scheme names, so a new kind (Conv1d, say) or a new scheme is one new file that calls
+:func:`register`, imported below.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+Call = tuple  # (input shape, output shape, output numel) of one call, as recorded
+
+
+class LayerScheme:
+    """How layers of ``module_type`` are factorised under scheme ``name``."""
+
+    module_type: type = nn.Module
+    kind: str = ""  # the layer kind shown in tables: "linear", "conv2d", ...
+    name: str = ""  # the scheme: "channel", "spatial", ...
+    condition: str = ""  # what :meth:`accepts` asks beyond the type, in words
+
+    def accepts(self, module: nn.Module) -> bool:
+        """Whether this scheme can factorise ``module`` (subclasses narrow it, e.g. groups == 1)."""
+        return isinstance(module, self.module_type)
+
+    # --- weight <-> matrix ---------------------------------------------------------------
+    def matrix(self, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def weight(self, matrix: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+        """Inverse of :meth:`matrix` for a weight of ``shape``."""
+        raise NotImplementedError
+
+    def matrix_shape(self, weight_shape: Sequence[int]) -> tuple[int, int]:
+        raise NotImplementedError
+
+    # --- costs ---------------------------------------------------------------------------
+    def dense_macs(self, module: nn.Module, calls: Sequence[Call]) -> int:
+        """MACs of the dense layer over its recorded calls (bias adds excluded)."""
+        return sum(numel for _, _, numel in calls) * math.prod(module.weight.shape[1:])
+
+    def macs_per_rank(self, module: nn.Module, calls: Sequence[Call]) -> int:
+        """MACs that one kept singular value costs, over the recorded calls."""
+        raise NotImplementedError
+
+    def params_per_rank(self, weight_shape: Sequence[int]) -> int:
+        """One kept value is a column of U and a row of Vh: rows + cols parameters."""
+        return sum(self.matrix_shape(weight_shape))
+
+    # --- the factorised module -------------------------------------------------------------
+    def factorized(self, dense: nn.Module, rank: int, factors) -> nn.Module:
+        """The two-layer module at ``rank`` from ``factors`` = (U, s, Vh) of :meth:`matrix`."""
+        raise NotImplementedError
+
+
+_SCHEMES: list[LayerScheme] = []
+
+
+def register(scheme: LayerScheme) -> LayerScheme:
+    if any(type(s) is type(scheme) for s in _SCHEMES):
+        raise ValueError(f"scheme {type(scheme).__name__} registered twice")
+    _SCHEMES.append(scheme)
+    return scheme
+
+
+def scheme_names() -> tuple[str, ...]:
+    """Every scheme name, in registration order (``channel`` first)."""
+    return tuple(dict.fromkeys(s.name for s in _SCHEMES))
+
+
+def check_scheme(name: str) -> str:
+    if name not in scheme_names():
+        raise ValueError(f"unknown scheme {name!r}; choose one of {', '.join(scheme_names())}")
+    return name
+
+
+def schemes_for(module: nn.Module) -> dict[str, LayerScheme]:
+    """The schemes that can factorise ``module``, by name (empty: it stays dense)."""
+    return {s.name: s for s in _SCHEMES if s.accepts(module)}
+
+
+def supported() -> str:
+    """The layer types some scheme factorises, in words: for messages."""
+    return ", ".join(dict.fromkeys(f"nn.{s.module_type.__name__}" + (f" ({s.condition})" if s.condition else "") for s in _SCHEMES))
+
+
+def split_factors(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int):
+    """First factor sqrt(S) Vh (rank x cols), second U sqrt(S) (rows x rank): balanced
+    scales help later fine-tuning."""
+    root = s[:rank].sqrt()
+    return root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
+
+
+from . import conv2d, linear  # noqa: E402,F401  (register the built-in kinds)
+from .conv2d import FactorizedConv2d  # noqa: E402
+from .linear import FactorizedLinear  # noqa: E402
+
+SCHEMES = scheme_names()
+
+__all__ = ["FactorizedConv2d", "FactorizedLinear", "LayerScheme", "SCHEMES", "check_scheme", "register", "scheme_names",
+           "schemes_for", "split_factors"]

@@ -1,0 +1,53 @@
+"""The masked view of a model: chosen layers computed as U diag(s * m) Vh, differentiable in
+the masks m. This is what the network-loss objective (COBLA) optimises over."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from .. import kinds
+from .inputs import call_args
+
+
+class MaskedModel(nn.Module):
+    """The model computing each chosen layer with U diag(s * m) Vh, differentiable in m.
+
+    The original model is not modified: weights are substituted per call with
+    ``torch.func.functional_call``. ``factors`` maps layer name -> (scheme, U, s, Vh), the
+    scheme a :class:`lowrank.kinds.LayerScheme` (or its name).
+    """
+
+    def __init__(self, model: nn.Module, factors: Mapping[str, tuple]):
+        super().__init__()
+        self.model = model
+        self.factors = {}
+        for name, (scheme, u, s, vh) in factors.items():
+            if isinstance(scheme, str):
+                scheme = kinds.schemes_for(model.get_submodule(name))[scheme]
+            self.factors[name] = (scheme, u, s, vh)
+        self.shapes = {name: model.get_submodule(name).weight.shape for name in self.factors}
+        self.dtypes = {name: model.get_submodule(name).weight.dtype for name in self.factors}
+
+    def full_masks(self, requires_grad: bool = True) -> dict[str, torch.Tensor]:
+        """All-ones masks (the original model), ready for autograd."""
+        return {
+            name: torch.ones(s.numel(), dtype=s.dtype, device=s.device, requires_grad=requires_grad)
+            for name, (_, _, s, _) in self.factors.items()
+        }
+
+    def weights(self, masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, (scheme, u, s, vh) in self.factors.items():
+            m = masks[name].to(s.dtype)
+            if m.shape != s.shape:
+                raise ValueError(f"mask for {name!r} has shape {tuple(m.shape)}, expected {tuple(s.shape)}")
+            matrix = (u * (s * m)) @ vh
+            out[f"{name}.weight"] = scheme.weight(matrix, self.shapes[name]).to(self.dtypes[name])
+        return out
+
+    def forward(self, inputs, masks: Mapping[str, torch.Tensor]):
+        args, kwargs = call_args(inputs)
+        return functional_call(self.model, self.weights(masks), args=args, kwargs=kwargs)

@@ -1,0 +1,74 @@
+"""Recording: one hooked forward pass of an example input tells, for every module that owns
+weights, how often it was called and with which input and output shapes."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import kinds
+from .inputs import call_model
+
+
+@dataclass
+class LayerRecord:
+    """One module with weights as the example pass saw it."""
+
+    name: str
+    module: nn.Module = field(repr=False)
+    calls: list[tuple] = field(repr=False)  # per call: (input shape, output shape, output numel)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        w = getattr(self.module, "weight", None)
+        return tuple(w.shape) if isinstance(w, torch.Tensor) else ()
+
+    @property
+    def params(self) -> int:
+        """The module's own parameters."""
+        return sum(p.numel() for p in self.module.parameters(recurse=False))
+
+    @property
+    def macs(self) -> int:
+        """Dense MACs over all calls, for layers that multiply by their weight (others: 0)."""
+        for scheme in kinds.schemes_for(self.module).values():  # a factorisable kind knows its own
+            return scheme.dense_macs(self.module, self.calls)
+        if not isinstance(self.module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return 0
+        return sum(numel for _, _, numel in self.calls) * math.prod(self.weight_shape[1:])
+
+
+def _shape(x) -> tuple[int, ...] | None:
+    if isinstance(x, torch.Tensor):
+        return tuple(x.shape)
+    if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
+        return tuple(x[0].shape)
+    return None
+
+
+def record_layers(model: nn.Module, example_input: Any) -> list[LayerRecord]:
+    """Every module owning parameters: those called in call order, then those never called."""
+    owners = [(n, m) for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
+    seen: dict[str, list] = {n: [] for n, _ in owners}
+    order: list[str] = []
+
+    def hook(name):
+        def fn(mod, args, out):
+            if not seen[name]:
+                order.append(name)
+            seen[name].append((_shape(args), _shape(out), out.numel() if isinstance(out, torch.Tensor) else 0))
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in owners]
+    try:
+        with torch.no_grad():
+            call_model(model, example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    modules = dict(owners)
+    return [LayerRecord(n, modules[n], seen[n]) for n in order + [n for n, _ in owners if not seen[n]]]

@@ -1,0 +1,69 @@
+"""Resources a budget can limit, as registered objects.
+
+A :class:`Resource` knows its name, how to count it on a whole module independently of our
+cost model (the check that a plan really fits), and what a layer costs in it: dense, and
+factorised at rank r as ``fixed + r * per_rank`` (linear in r, which is what makes budgets
+linear constraints on the masks). ``Budget``, plans, sweep rows, the store's columns, CLI
+flags and report axes are all generated from this registry, so a new resource is one file
+that calls :func:`register`, imported below.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from torch import nn
+
+
+class Resource:
+    name: str = ""
+    label: str = ""  # in tables and plots: "MACs"
+    axis: str = ""  # the budget kind in words: "MAC budget"
+    integer: bool = True  # counts are whole numbers (the store's column type)
+    cheap: bool = True  # priced for every problem; an expensive one only when a budget names it
+
+    def count(self, model: nn.Module, example_input: Any) -> float:
+        """The whole model's total, counted without our per-layer cost model."""
+        raise NotImplementedError
+
+    def dense_cost(self, layer) -> float:
+        """What the layer costs as it is (``layer``: a recorded layer, see lowrank.model.record)."""
+        raise NotImplementedError
+
+    def rank_cost(self, layer, scheme) -> tuple[float, float]:
+        """(per kept rank, fixed) cost of the layer factorised under ``scheme``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<resource {self.name}>"
+
+
+_RESOURCES: dict[str, Resource] = {}
+
+
+def register(resource: Resource) -> Resource:
+    if resource.name in _RESOURCES:
+        raise ValueError(f"resource {resource.name!r} registered twice")
+    _RESOURCES[resource.name] = resource
+    return resource
+
+
+def names() -> tuple[str, ...]:
+    """Every registered resource name, in registration order."""
+    return tuple(_RESOURCES)
+
+
+def get(name: str) -> Resource:
+    if name not in _RESOURCES:
+        raise ValueError(f"unknown resource {name!r}; budgets can limit: {', '.join(_RESOURCES)}")
+    return _RESOURCES[name]
+
+
+def priced(budgeted: Iterable[str] = ()) -> tuple[str, ...]:
+    """Resources a problem prices: every cheap one, plus expensive ones a budget names."""
+    budgeted = set(budgeted)
+    return tuple(n for n, r in _RESOURCES.items() if r.cheap or n in budgeted)
+
+
+from . import macs, params  # noqa: E402,F401  (register the built-in resources)
+
+__all__ = ["Resource", "get", "names", "priced", "register"]

@@ -1,0 +1,28 @@
+"""MACs: multiply-accumulates of conv, linear and matmul ops for one pass of the example
+input (bias adds excluded); the independent count is ``FlopCounterMode`` FLOPs / 2."""
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import Resource, register
+
+
+class Macs(Resource):
+    name, label, axis = "macs", "MACs", "MAC budget"
+
+    def count(self, model, example_input):
+        from ..model.inputs import call_model
+
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            call_model(model, example_input)
+        return counter.get_total_flops() // 2
+
+    def dense_cost(self, layer):
+        return layer.macs
+
+    def rank_cost(self, layer, scheme):
+        return scheme.macs_per_rank(layer.module, layer.calls), 0
+
+
+register(Macs())

@@ -1,0 +1,21 @@
+"""Parameters: every parameter of the model, counted once (``numel``)."""
+from __future__ import annotations
+
+from . import Resource, register
+
+
+class Params(Resource):
+    name, label, axis = "params", "params", "parameter budget"
+
+    def count(self, model, example_input):
+        return sum(p.numel() for p in model.parameters())
+
+    def dense_cost(self, layer):
+        return layer.params
+
+    def rank_cost(self, layer, scheme):
+        bias = getattr(layer.module, "bias", None)
+        return scheme.params_per_rank(layer.weight_shape), (bias.numel() if bias is not None else 0)
+
+
+register(Params())
