@@ -1,8 +1,19 @@
 """The optimisation side of lowrank: rank-allocation problems and their solvers (no torch)."""
 from .problem import Allocation, Group, InfeasibleBudgetError, Problem
-from .registry import Method, Need, method, methods, register, solve
-from . import baselines, cobla, exact, milp  # noqa: F401  (register their methods)
 from .objectives import Differentiable, Separable
+from .registry import Method, Need, method, methods, register, solve
+
+
+def _import_methods() -> None:
+    """Import every module here: each registers its methods, so a new method is one file."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_methods()
 
 __all__ = ["Allocation", "Differentiable", "Method", "Need", "Separable", "Group", "InfeasibleBudgetError", "Problem",
            "method", "methods", "register", "solve"]

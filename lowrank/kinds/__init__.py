@@ -4,8 +4,8 @@ Each :class:`LayerScheme` owns everything that depends on the layer's type and t
 the weight as a matrix and back, what one kept singular value costs (MACs from the layer's
 recorded call shapes; parameters are always rows + cols of the matrix), and the two-layer
 module that replaces the dense one. Nothing else in lowrank branches on layer types or
-scheme names, so a new kind (Conv1d, say) or a new scheme is one new file that calls
-:func:`register`, imported below.
+scheme names, so a new kind (Conv1d, say) or a new scheme is one new file in this package
+that calls :func:`register` (every module here is imported, in name order).
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+from .._plugins import import_submodules
 
 Call = tuple  # (input shape, output shape, output numel) of one call, as recorded
 
@@ -98,7 +100,7 @@ def split_factors(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int)
     return root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
 
 
-from . import conv2d, linear  # noqa: E402,F401  (register the built-in kinds)
+import_submodules(__name__, __path__)  # each module registers its schemes
 from .conv2d import FactorizedConv2d  # noqa: E402
 from .linear import FactorizedLinear  # noqa: E402
 

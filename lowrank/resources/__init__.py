@@ -5,13 +5,15 @@ cost model (the check that a plan really fits), and what a layer costs in it: de
 factorised at rank r as ``fixed + r * per_rank`` (linear in r, which is what makes budgets
 linear constraints on the masks). ``Budget``, plans, sweep rows, the store's columns, CLI
 flags and report axes are all generated from this registry, so a new resource is one file
-that calls :func:`register`, imported below.
+in this package that calls :func:`register` (every module here is imported, in name order).
 """
 from __future__ import annotations
 
 from typing import Any, Iterable
 
 from torch import nn
+
+from .._plugins import import_submodules
 
 
 class Resource:
@@ -64,6 +66,6 @@ def priced(budgeted: Iterable[str] = ()) -> tuple[str, ...]:
     return tuple(n for n, r in _RESOURCES.items() if r.cheap or n in budgeted)
 
 
-from . import macs, params  # noqa: E402,F401  (register the built-in resources)
+import_submodules(__name__, __path__)  # each module registers its resource
 
 __all__ = ["Resource", "get", "names", "priced", "register"]
