@@ -203,20 +203,14 @@ def _load_calibration(path):
     return data
 
 
-def _compress(args) -> int:
+def _model_and_data(args):
+    """(zoo entry or None, model, calibration data, one example input) for lowrank compress."""
     from pathlib import Path
 
     import torch
 
-    from .compress import compress
-    from .experiment.runner import count
-    from .model.finetune import finetune
     from .zoo import ZOO, get
 
-    torch.manual_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    budget = _budget_of(args)
     entry = None
     if args.model in ZOO:
         entry = get(args.model)
@@ -239,6 +233,23 @@ def _compress(args) -> int:
         from .model.network_loss import as_batches
 
         example = first_sample(as_batches(calib)[0][0])
+    return entry, model, calib, example
+
+
+def _compress(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .compress import compress
+    from .experiment.runner import count
+    from .model.finetune import finetune
+
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    budget = _budget_of(args)
+    entry, model, calib, example = _model_and_data(args)
     result = compress(model, calib, budget, method=args.method, scheme=args.scheme, progress=not args.quiet)
     print(result.plan.table())
     counts = count(result.model, example, result.plan.totals_after)

@@ -46,6 +46,7 @@ class RelaxedBudgets:
         return x @ self.C - self.cap
 
 
+# Over 60 lines on purpose: the dual Newton loop reads better whole than split across helpers.
 def solve_qp(x, g, h, budgets: RelaxedBudgets, tol: float = 1e-10, max_iter: int = 100):
     """Minimise g.d + 1/2 d'diag(h)d over the box and budget rows; returns (x + d, mu, iterations).
 
