@@ -28,6 +28,11 @@ class LayerScheme:
     name: str = ""  # the scheme: "channel", "spatial", ...
     condition: str = ""  # what :meth:`accepts` asks beyond the type, in words
 
+    @property
+    def label(self) -> str:
+        """The layers it takes, in words: ``nn.Conv2d (groups=1)``."""
+        return f"nn.{self.module_type.__name__}" + (f" ({self.condition})" if self.condition else "")
+
     def accepts(self, module: nn.Module) -> bool:
         """Whether this scheme can factorise ``module`` (subclasses narrow it, e.g. groups == 1)."""
         return isinstance(module, self.module_type)
@@ -90,7 +95,7 @@ def schemes_for(module: nn.Module) -> dict[str, LayerScheme]:
 
 def supported() -> str:
     """The layer types some scheme factorises, in words: for messages."""
-    return ", ".join(dict.fromkeys(f"nn.{s.module_type.__name__}" + (f" ({s.condition})" if s.condition else "") for s in _SCHEMES))
+    return ", ".join(dict.fromkeys(s.label for s in _SCHEMES))
 
 
 def split_factors(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int):

@@ -24,14 +24,19 @@ class FactorizedLinear(nn.Module):
     @classmethod
     def from_dense(cls, dense: nn.Linear, rank: int, factors) -> "FactorizedLinear":
         """``factors`` = (U, s, Vh) of the dense weight."""
-        w = dense.weight
-        layer = cls(dense.in_features, dense.out_features, rank, bias=dense.bias is not None).to(w.device, w.dtype)
+        return cls.from_factors(factors, rank, dense.bias, like=dense.weight)
+
+    @classmethod
+    def from_factors(cls, factors, rank: int, bias, like: torch.Tensor) -> "FactorizedLinear":
+        """From (U, s, Vh) of an out x in matrix and a bias (or None), on ``like``'s device and dtype."""
+        u, _, vh = factors
+        layer = cls(vh.shape[1], u.shape[0], rank, bias=bias is not None).to(like.device, like.dtype)
         a, b = split_factors(*factors, rank)
         with torch.no_grad():
             layer.first.weight.copy_(a)
             layer.second.weight.copy_(b)
-            if dense.bias is not None:
-                layer.second.bias.copy_(dense.bias)
+            if bias is not None:
+                layer.second.bias.copy_(bias)
         return layer
 
     def forward(self, x):

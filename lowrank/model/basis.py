@@ -20,6 +20,20 @@ def weight_svd(weight: torch.Tensor, scheme: kinds.LayerScheme):
     return torch.linalg.svd(scheme.matrix(m).to(dtype), full_matrices=False)
 
 
+def check_finite(model: nn.Module, names) -> None:
+    """Refuse layers whose weights hold NaN or infinity, naming each (an SVD of them fails
+    with a message that names none, or returns garbage)."""
+    bad = []
+    for name in names:
+        w = model.get_submodule(name).weight.detach()
+        nan, inf = int(torch.isnan(w).sum()), int(torch.isinf(w).sum())
+        if nan or inf:
+            bad.append(f"{name!r} ({nan} NaN, {inf} infinite of {w.numel()})")
+    if bad:
+        raise ValueError("NaN or infinite weights in layer(s) " + ", ".join(bad) + ": lowrank cannot factorise them. "
+                         "Check that the checkpoint loaded correctly or that training did not diverge.")
+
+
 class WeightBasis:
     """SVDs of a model's layer weights, by (layer name, scheme name)."""
 
@@ -30,6 +44,7 @@ class WeightBasis:
     def svd(self, name: str, scheme: kinds.LayerScheme) -> tuple:
         key = (name, scheme.name)
         if key not in self._cache:
+            check_finite(self.model, [name])
             self._cache[key] = tuple(weight_svd(self.model.get_submodule(name).weight, scheme))
         return self._cache[key]
 

@@ -2,6 +2,7 @@
 This is the one place that knows those three forms."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Mapping
 
 import torch
@@ -53,3 +54,56 @@ def to_device(x: Any, device) -> Any:
     if isinstance(x, (tuple, list)):
         return type(x)(to_device(v, device) for v in x)
     return x.to(device) if isinstance(x, torch.Tensor) else x
+
+
+def main_output(out: Any) -> torch.Tensor:
+    """The tensor a loss compares: the output itself, ``.logits`` (Hugging Face outputs), or the
+    first tensor of a tuple or dict of outputs."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    values = out.values() if isinstance(out, Mapping) else out if isinstance(out, (tuple, list)) else ()
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            return v
+    raise ValueError(f"the model returned a {type(out).__name__}, which holds no tensor to compute a loss on; "
+                     "pass loss=fn(outputs, targets) to compress")
+
+
+def describe(x: Any) -> str:
+    """The shapes (and dtypes) of model inputs, for messages: ``tensor (4, 1, 28, 28) float32``."""
+    if isinstance(x, torch.Tensor):
+        return f"tensor {tuple(x.shape)} {str(x.dtype).replace('torch.', '')}"
+    if isinstance(x, Mapping):
+        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in x.items()) + "}"
+    if isinstance(x, (tuple, list)):
+        return "(" + ", ".join(describe(v) for v in x) + ")"
+    return type(x).__name__
+
+
+class ModelCallError(ValueError):
+    """Running the user's model on the given input failed; the message shows the input."""
+
+
+@contextmanager
+def naming_input(inputs: Any, what: str = "calibration input"):
+    """Report a failure inside the block as a :class:`ModelCallError` that names the input's
+    shapes and the original error (instead of a raw error from deep inside the model)."""
+    try:
+        yield
+    except ModelCallError:
+        raise
+    except Exception as err:
+        raise ModelCallError(
+            f"running the model on the {what} failed: input {describe(inputs)}; the model raised "
+            f"{type(err).__name__}: {err}. Check that the calibration data has the shape, dtype and form "
+            "(tensor, tuple of positional inputs, or dict of keyword inputs) that model(...) expects."
+        ) from err
+
+
+def call_checked(model: nn.Module, inputs: Any, what: str = "calibration input"):
+    """``call_model`` under :func:`naming_input`."""
+    with naming_input(inputs, what):
+        return call_model(model, inputs)

@@ -10,6 +10,7 @@ from torch.func import functional_call
 
 from .. import kinds
 from .inputs import call_args
+from .modes import evaluating
 
 
 class MaskedModel(nn.Module):
@@ -49,5 +50,11 @@ class MaskedModel(nn.Module):
         return out
 
     def forward(self, inputs, masks: Mapping[str, torch.Tensor]):
+        """The model's output with masked weights. Every other parameter enters detached, so
+        gradients reach the masks only (never the user's parameters' ``.grad``), and the
+        pass runs in eval mode (no BatchNorm statistics updated)."""
         args, kwargs = call_args(inputs)
-        return functional_call(self.model, self.weights(masks), args=args, kwargs=kwargs)
+        params = {name: p.detach() for name, p in self.model.named_parameters()}
+        params.update(self.weights(masks))
+        with evaluating(self.model):
+            return functional_call(self.model, params, args=args, kwargs=kwargs)

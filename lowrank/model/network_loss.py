@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from solvers import Differentiable, Problem, Separable
 from solvers.objectives import from_samples
 
-from .inputs import call_model, size, take
+from .inputs import call_checked, main_output, naming_input, size, take
+from .modes import evaluating
 from .table import LayerTable
 
 Batch = tuple[Any, Any]  # (inputs, targets or None)
@@ -67,9 +68,9 @@ class NetworkLoss:
         self._models: dict[tuple, Any] = {}
         model = table.model
         self.references = []
-        with torch.no_grad():
+        with torch.no_grad(), evaluating(model):
             for x, y in self.batches:
-                self.references.append(call_model(model, x) if y is None else None)
+                self.references.append(main_output(call_checked(model, x)) if y is None else None)
 
     def _masked(self, names: Sequence[str]):
         key = tuple(sorted(names))
@@ -81,6 +82,7 @@ class NetworkLoss:
     def _loss(self, out, y, ref):
         if self.loss_fn is not None:
             return self.loss_fn(out, y if y is not None else ref)
+        out = main_output(out)
         if y is not None:
             return F.cross_entropy(out, y)
         return F.mse_loss(out, ref)
@@ -97,7 +99,9 @@ class NetworkLoss:
         value = 0.0
         with torch.set_grad_enabled(grad):
             for (x, y), ref in zip(self.batches, self.references):
-                loss = self._loss(masked(x, by_layer), y, ref) * (size(x) / total_n)
+                with naming_input(x):
+                    out = masked(x, by_layer)
+                loss = self._loss(out, y, ref) * (size(x) / total_n)
                 if grad:
                     loss.backward()
                 value += float(loss.detach())

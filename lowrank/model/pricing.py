@@ -84,20 +84,22 @@ def dense_reason(module: nn.Module, calls: int) -> str:
     """Why a module with weights is not factorised, in words a user can act on."""
     if calls == 0:
         return "never called as a module in the forward pass (its weight is used functionally, e.g. inside nn.MultiheadAttention)"
-    if isinstance(module, nn.Conv2d) and module.groups != 1:
+    if isinstance(module, nn.modules.conv._ConvNd) and module.groups != 1:
         kind = "depthwise" if module.groups == module.in_channels else "grouped"
         return f"{kind} conv (groups={module.groups}): no low-rank form here"
     if isinstance(module, nn.Embedding):
         return "embedding table: lookups are not factorised"
     if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
         return "normalisation layer: per-channel scale, nothing to factorise"
-    return f"{type(module).__name__} layers are not factorised"
+    return f"{type(module).__name__} layers are not factorised (lowrank factorises {kinds.supported()})"
 
 
 def layer_info(record: LayerRecord, include: Callable[[str], bool] | None, priced: Sequence[str]) -> LayerInfo:
     """Price one recorded layer in the resources ``priced``."""
     module = record.module
     schemes = kinds.schemes_for(module) if record.calls else {}
+    tied = bool(schemes) and bool(record.tied_to)
+    schemes = {} if tied else schemes
     kind = next(iter(schemes.values())).kind if schemes else type(module).__name__
     excluded = bool(schemes) and include is not None and not include(record.name)
     calls = record.calls
@@ -105,6 +107,9 @@ def layer_info(record: LayerRecord, include: Callable[[str], bool] | None, price
                      len(calls), bool(schemes) and not excluded, record=record)
     if excluded:
         info.reason = "excluded by the layer selection (include=)"
+    elif tied:
+        info.reason = (f"weight tied to {', '.join(repr(t) for t in record.tied_to)}: factorising one user of a shared "
+                       "weight would free none of its parameters")
     elif not schemes:
         info.reason = dense_reason(module, len(calls))
     else:

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from .. import kinds
-from .inputs import call_model
+from .inputs import call_checked
+from .modes import evaluating
 
 
 @dataclass
@@ -20,6 +21,7 @@ class LayerRecord:
     name: str
     module: nn.Module = field(repr=False)
     calls: list[tuple] = field(repr=False)  # per call: (input shape, output shape, output numel)
+    tied_to: tuple[str, ...] = ()  # other modules owning the same weight tensor (tied weights)
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -65,10 +67,20 @@ def record_layers(model: nn.Module, example_input: Any) -> list[LayerRecord]:
 
     handles = [m.register_forward_hook(hook(n)) for n, m in owners]
     try:
-        with torch.no_grad():
-            call_model(model, example_input)
+        with torch.no_grad(), evaluating(model):
+            call_checked(model, example_input, "example input (the first sample of the calibration data)")
     finally:
         for h in handles:
             h.remove()
     modules = dict(owners)
-    return [LayerRecord(n, modules[n], seen[n]) for n in order + [n for n, _ in owners if not seen[n]]]
+    owners_of_weight: dict[int, list[str]] = {}
+    for n, m in owners:
+        w = getattr(m, "weight", None)
+        if isinstance(w, torch.Tensor):
+            owners_of_weight.setdefault(id(w), []).append(n)
+
+    def tied(n):
+        w = getattr(modules[n], "weight", None)
+        return tuple(o for o in owners_of_weight.get(id(w), []) if o != n) if isinstance(w, torch.Tensor) else ()
+
+    return [LayerRecord(n, modules[n], seen[n], tied(n)) for n in order + [n for n, _ in owners if not seen[n]]]

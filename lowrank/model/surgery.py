@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from .modes import copy_modes
 from .table import LayerTable
 
 
@@ -47,4 +48,5 @@ def rebuild(
             continue  # factorising does not pay at this rank: keep the exact dense layer
         factorized = layer.scheme_objects[scheme].factorized(model.get_submodule(name), int(rank), table.svd(name, scheme))
         _set_module(new, name, factorized)
+    copy_modes(model, new)  # factorised layers take their place's train/eval flag
     return new

@@ -25,7 +25,7 @@ from solvers import Group, Problem
 
 from .. import kinds, resources
 from ..budget import Budget
-from .basis import WeightBasis
+from .basis import WeightBasis, check_finite
 from .bridge import build_problem, layer_group
 from .graph import build_graph
 from .masked import MaskedModel
@@ -142,6 +142,7 @@ class LayerTable:
 
     def problem(self, budget: Budget, schemes: str | Mapping[str, str] = "channel", objective=None) -> Problem:
         """The rank-allocation problem for ``budget``; ``schemes`` may be ``"auto"`` (all per layer)."""
+        check_finite(self.model, [l.name for l in self.compressible])  # names every bad layer at once
         return build_problem(self, budget, schemes, objective)
 
     def summary(self) -> str:

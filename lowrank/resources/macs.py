@@ -13,8 +13,9 @@ class Macs(Resource):
 
     def count(self, model, example_input):
         from ..model.inputs import call_model
+        from ..model.modes import evaluating
 
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), evaluating(model), FlopCounterMode(display=False) as counter:
             call_model(model, example_input)
         return counter.get_total_flops() // 2
 

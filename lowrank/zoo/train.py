@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..model.inputs import call_model, take, to_device
+from ..model.modes import evaluating
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -20,12 +21,12 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000, device=None) -> float:
     device = device or next(model.parameters()).device
-    model.eval()
     correct = 0
-    for i in range(0, len(y), batch_size):
-        xb = take(x, slice(i, i + batch_size))
-        out = call_model(model, to_device(xb, device))
-        correct += (out.argmax(1).cpu() == y[i : i + batch_size]).sum().item()
+    with evaluating(model):
+        for i in range(0, len(y), batch_size):
+            xb = take(x, slice(i, i + batch_size))
+            out = call_model(model, to_device(xb, device))
+            correct += (out.argmax(1).cpu() == y[i : i + batch_size]).sum().item()
     return correct / len(y)
 
 
