@@ -19,7 +19,7 @@ import numpy as np
 from .exact import exact
 from .objectives import Differentiable
 from .problem import Allocation, Problem
-from .registry import Need, register
+from .registry import Need, register, solve
 from .rounding import candidates
 
 
@@ -171,23 +171,34 @@ def damped_diagonal_update(h, s, y, lo=1e-6, hi=1e6):
     return np.clip(h_new, lo, hi)
 
 
+# Fast methods whose allocations COBLA starts from and keeps as candidates, beside ``exact``.
+START_METHODS = ("uniform", "energy", "alds", "zhang")
+
+
 @register("cobla", needs=Need.NETWORK_LOSS)
 def cobla(
     problem: Problem,
     objective: Differentiable | None = None,
     select=None,
     warm_start: str = "energy",
+    starts: dict | None = None,
     max_iter: int = 60,
     step_tol: float = 1e-4,
     h0: float | None = None,
     progress=None,
 ) -> Allocation:
-    """SQP on relaxed masks, warm-started from the exact optimum of a separable objective
-    (``warm_start``, discarded energy by default), then rounding.
+    """SQP on relaxed masks from the best of several starting allocations, then rounding.
+
+    Starts: the exact optimum of a separable objective (``warm_start``, discarded energy by
+    default), every method of ``START_METHODS``, and ``starts`` ({name: Allocation}, e.g. the
+    sensitivity method's, which needs data). All starts are scored; the SQP runs from the
+    best; its roundings and every start are the candidates, and the one with the lowest
+    score wins. So COBLA's score is never above any start's: it cannot lose to those methods
+    on the data that scores them.
 
     ``objective``: a Differentiable (network loss and gradients w.r.t. the masks).
-    ``select(list of (ranks, active) over all groups) -> list of losses`` scores the candidate
-    roundings on a selection split; without it the calibration objective decides.
+    ``select(list of (ranks, active) over all groups) -> list of losses`` scores starts and
+    candidates on a selection split; without it the calibration objective decides.
     """
     objective = objective if objective is not None else problem.objective
     if objective is None or isinstance(objective, str):
@@ -195,32 +206,59 @@ def cobla(
     if not isinstance(objective, Differentiable):
         raise ValueError("cobla needs a Differentiable objective (loss and gradient w.r.t. the masks)")
     t_start = time.perf_counter()
-    start = exact(problem, objective=warm_start) if isinstance(warm_start, str) else warm_start
-    active = start.active
-    # Layers the warm start leaves dense stay dense: the relaxation has no dense fallback.
-    frozen = active & np.array([g.is_dense(r) for g, r in zip(problem.groups, start.ranks)])
-    free = active & ~frozen
-    if not free.any():
-        return Allocation(problem, start.ranks, "cobla", active=active, info={"note": "every layer fits dense"})
-    relaxed = _RelaxedNetwork(problem, objective, frozen, free, start.ranks[free])
-    x, fx, gx, trace, iterations, solver_time = _sqp(relaxed, max_iter, step_tol, h0, progress)
-    best, ranks_free, scores, cands, scored_by = _choose_rounding(relaxed, x, gx, start, free, select)
-    ranks = np.array([g.full_rank for g in problem.groups])
-    ranks[free] = ranks_free
-    info = {
-        "iterations": iterations,
-        "relaxed_objective": fx,
-        "trace": trace,
-        "relaxed_masks": {g.name: m for g, m in zip(relaxed.sub.groups, relaxed.budgets.split(x))},
-        "candidates": {n: {"ranks": cands[n][0].tolist(), "score": float(sc)} for n, sc in zip(cands, scores)},
-        "chosen": best,
-        "scored_by": scored_by,
-        "sqp_solver_seconds": solver_time,
-        "seconds_per_iteration_solver": solver_time / max(iterations, 1),
-        "objective_seconds": relaxed.objective_seconds,
+    start_allocs = {"exact": exact(problem, objective=warm_start) if isinstance(warm_start, str) else warm_start}
+    start_allocs.update({m: solve(problem, method=m) for m in START_METHODS})
+    start_allocs.update(starts or {})
+    score = _scorer(problem, objective, select)
+    start_scores = dict(zip(start_allocs, score([(a.ranks, a.active) for a in start_allocs.values()])))
+    best_start = min(start_scores, key=start_scores.get)
+    cands = {f"start:{n}": (a.ranks, a.active) for n, a in start_allocs.items()}
+    info = {"starts": start_scores, "sqp_start": best_start}
+    start = start_allocs[best_start]
+    # Layers the start leaves dense stay dense: the relaxation has no dense fallback.
+    frozen = start.active & np.array([g.is_dense(r) for g, r in zip(problem.groups, start.ranks)])
+    free = start.active & ~frozen
+    sqp_scores = []
+    if free.any():
+        relaxed = _RelaxedNetwork(problem, objective, frozen, free, start.ranks[free])
+        x, fx, gx, trace, iterations, solver_time = _sqp(relaxed, max_iter, step_tol, h0, progress)
+        rounded = _roundings(relaxed, x, gx, start, free)
+        sqp_scores = score(list(rounded.values()))
+        cands.update(rounded)
+        info.update({
+            "iterations": iterations, "relaxed_objective": fx, "trace": trace,
+            "relaxed_masks": {g.name: m for g, m in zip(relaxed.sub.groups, relaxed.budgets.split(x))},
+            "sqp_solver_seconds": solver_time, "seconds_per_iteration_solver": solver_time / max(iterations, 1),
+            "objective_seconds": relaxed.objective_seconds,
+        })
+    else:
+        info["note"] = "every layer of the best start is dense: nothing to relax"
+    scores = list(start_scores.values()) + list(sqp_scores)
+    best = list(cands)[int(np.argmin(scores))]
+    info.update({
+        "candidates": {n: {"ranks": np.asarray(c[0]).tolist(), "score": float(sc)} for (n, c), sc in zip(cands.items(), scores)},
+        "chosen": best, "scored_by": "selection split" if select is not None else "calibration objective",
         "total_seconds": time.perf_counter() - t_start,
-    }
+    })
+    ranks, active = cands[best]
     return Allocation(problem, ranks, "cobla", active=active, objective=float(min(scores)), info=info)
+
+
+def _scorer(problem: Problem, objective, select):
+    """Scores of whole (ranks, active) allocations: on the selection split when given, else by
+    the calibration objective with prefix masks."""
+    if select is not None:
+        return lambda allocs: [float(v) for v in select(allocs)]
+
+    def by_objective(allocs):
+        out = []
+        for ranks, active in allocs:
+            masks = {g.name: (np.arange(g.full_rank) < g.normalise(int(r))).astype(np.float64)
+                     for g, r, a in zip(problem.groups, ranks, active) if a}
+            out.append(float(objective(masks)[0]))
+        return out
+
+    return by_objective
 
 
 class _RelaxedNetwork:
@@ -288,26 +326,12 @@ def _sqp(f: _RelaxedNetwork, max_iter, step_tol, h0, progress):
     return x, fx, gx, trace, iterations, solver_time
 
 
-def _choose_rounding(f: _RelaxedNetwork, x, gx, start: Allocation, free, select):
-    """Round the relaxed masks several ways (plus the warm start) and keep the candidate with
-    the lowest loss on the selection split (or, without one, the calibration objective)."""
+def _roundings(f: _RelaxedNetwork, x, gx, start: Allocation, free) -> dict[str, tuple]:
+    """The relaxed masks rounded several ways (see solvers.rounding), as whole allocations."""
     sub = f.sub
-    cands = candidates(sub, np.ones(len(sub.groups), dtype=bool), f.budgets.split(x), f.budgets.split(gx))
-    cands["warm-start"] = (f.start_ranks, np.ones(len(sub.groups), dtype=bool))
-    names = list(cands)
-    if select is not None:
-        full = []
-        for n in names:
-            r = start.ranks.copy()
-            r[free] = cands[n][0]
-            full.append((r, start.active))
-        scores = [float(v) for v in select(full)]
-        scored_by = "selection split"
-    else:
-        scores = []
-        for n in names:
-            masks = [(np.arange(g.full_rank) < g.normalise(int(rr))).astype(np.float64) for g, rr in zip(sub.groups, cands[n][0])]
-            scores.append(f.objective(f.masks_of(masks))[0])
-        scored_by = "calibration objective"
-    best = names[int(np.argmin(scores))]
-    return best, cands[best][0], scores, cands, scored_by
+    out = {}
+    for name, (sub_ranks, _) in candidates(sub, np.ones(len(sub.groups), dtype=bool), f.budgets.split(x), f.budgets.split(gx)).items():
+        ranks = start.ranks.copy()
+        ranks[free] = sub_ranks
+        out[name] = (ranks, start.active)
+    return out

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import solvers
 from solvers import Need
 from solvers.objectives import from_samples
 
@@ -27,9 +28,13 @@ class Provider:
 
 
 def _network_loss_options(table, problem, measured, batches, select_batches, loss, progress):
+    """COBLA's objective and selection scorer; the sensitivity method's allocation (from the
+    measured table) joins its starts, so COBLA cannot lose to it either."""
+    sensitivity = solvers.solve(problem, method="sensitivity", objective=from_samples(problem, measured, "measured loss"))
     options = {
         "objective": NetworkLoss(table, problem, batches, loss).differentiable(),
         "select": NetworkLoss(table, problem, select_batches, loss).score_allocations,
+        "starts": {"sensitivity": sensitivity},
     }
     if progress:
         options["progress"] = _show_iteration(progress)
@@ -49,7 +54,7 @@ def _sensitivity_options(table, problem, measured, batches, select_batches, loss
 
 
 PROVIDERS: dict[Need, Provider] = {
-    Need.NETWORK_LOSS: Provider(None, None, _network_loss_options),
+    Need.NETWORK_LOSS: Provider("sensitivity", _sensitivity_measure, _network_loss_options),
     Need.SENSITIVITY: Provider("sensitivity", _sensitivity_measure, _sensitivity_options),
 }
 
