@@ -141,10 +141,14 @@ def sensitivity(problem: Problem, objective=None) -> Allocation:
     excess = [obj.curves[g.name] - obj.curves[g.name][-1] for g in problem.groups]
 
     def ranks_at(neg_tau):
+        # the smallest rank within tau of the full-rank loss (full rank always is, as tau >= 0):
+        # ranks only grow as tau shrinks, which the bisection relies on
         tau = -neg_tau
-        return np.array([int(np.argmax(e <= tau + 1e-15)) for e in excess])
+        return np.array([int(np.flatnonzero(e <= tau + 1e-15)[0]) for e in excess])
 
-    levels = np.unique(np.concatenate([e for e, a in zip(excess, active) if a]))
+    # Measured losses can dip below the full-rank loss (excess < 0); a negative tolerance
+    # would ask some layers for the impossible, so tolerances start at 0.
+    levels = np.unique(np.concatenate([np.maximum(e, 0.0) for e, a in zip(excess, active) if a]))
     candidates = -levels[::-1]  # from the largest tolerance (rank 0 fits) to the smallest
     neg_tau, ranks = _largest_feasible(problem, candidates, ranks_at, active)
     return Allocation(problem, ranks, "sensitivity", active=active, info={"tolerance": float(-neg_tau), "objective_name": obj.name})
