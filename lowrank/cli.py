@@ -122,7 +122,7 @@ def _sweep_config(args):
     from .experiment.sweep import SweepConfig
 
     overrides = {}
-    for key in ("models", "methods", "seeds", "schemes", "calib_samples", "select_samples", "finetune_epochs", "finetune_samples", "kd", "name"):
+    for key in ("models", "methods", "seeds", "schemes", "bases", "calib_samples", "select_samples", "finetune_epochs", "finetune_samples", "kd", "name"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
@@ -250,7 +250,7 @@ def _compress(args) -> int:
         torch.set_num_threads(args.threads)
     budget = _budget_of(args)
     entry, model, calib, example = _model_and_data(args)
-    result = compress(model, calib, budget, method=args.method, scheme=args.scheme, progress=not args.quiet)
+    result = compress(model, calib, budget, method=args.method, scheme=args.scheme, basis=args.basis, progress=not args.quiet)
     print(result.plan.table())
     counts = count(result.model, example, result.plan.totals_after)
     limits = result.plan.limits
@@ -362,6 +362,7 @@ def _add_sweep(sub) -> None:
     what.add_argument("--budget", type=_joint_budget, action="append", metavar="macs=F,params=F", help="a joint budget (repeatable)")
     what.add_argument("--methods", type=_names, help=f"comma-separated, or all ({', '.join(solvers.methods())})")
     what.add_argument("--seeds", type=_ints, help="comma-separated; a seed picks the calibration samples and fine-tuning order")
+    what.add_argument("--bases", type=_names, help="weight and/or activation (default both): the basis layers are truncated in")
     what.add_argument("--schemes", type=_names, help=f"{', '.join(SCHEME_CHOICES)} (default channel)")
     what.add_argument("--calib-samples", type=int, help="samples for gradients / sensitivity (default 128)")
     what.add_argument("--select-samples", type=int, help="samples for choosing cobla's rounding (default 128)")
@@ -428,6 +429,8 @@ def _add_compress(sub) -> None:
     _add_budget_flags(comp)
     comp.add_argument("--method", default="cobla", choices=solvers.methods(), help="allocation method (default cobla)")
     comp.add_argument("--scheme", default="channel", choices=SCHEME_CHOICES)
+    comp.add_argument("--basis", default="activation", choices=["weight", "activation"],
+                      help="activation (default): the SVD whitened by each layer's input on the calibration data; weight: the plain weight SVD")
     comp.add_argument("--calib", metavar="FILE", help="calibration data (required for a model file; zoo entries use their own split)")
     comp.add_argument("--out", metavar="FILE", help="save the compressed module here (plan beside it as .plan.json)")
     comp.add_argument("--plan", metavar="FILE", help="write the plan as JSON here")

@@ -38,6 +38,7 @@ def compress(
     progress: bool = False,
     include=None,
     measured: Any = None,
+    basis: str = "activation",
     **solver_options,
 ) -> CompressionResult:
     """Factorise ``model``'s layers so that the result fits ``budget``.
@@ -50,6 +51,10 @@ def compress(
     ``loss(outputs, targets)`` defaults to cross-entropy with targets, else distance to the
     original outputs. ``cobla`` takes its gradients on ``calib`` and picks its rounding on
     ``selection`` (default: the last quarter of ``calib``, held out from the gradients).
+    ``basis``: ``activation`` (default) whitens each layer by its input on the calibration
+    data before its SVD, so truncation keeps the layer's output on that data; ``weight``
+    truncates the plain weight SVD. Costs are the same; in the default sweep the activation
+    basis was better for 95 of 96 (model, budget, method) cells and never worse.
     Pass a prebuilt ``table`` to reuse its SVDs, ``measured`` to reuse a method's
     budget-independent measurement (e.g. a cached sensitivity table); ``include`` (name
     prefixes or a predicate) limits which layers may be factorised.
@@ -63,10 +68,13 @@ def compress(
     batches = as_batches(calib)
     if table is None:
         table = LayerTable(model, first_sample(batches[0][0]), include=include)
+    uses_provider = provider is not None and "objective" not in solver_options  # (a caller's own objective wins)
+    if uses_provider:
+        batches, select_batches = split_calibration(batches) if selection is None else (batches, as_batches(selection))
+    table.use_basis(basis, batches)
     problem = table.problem(budget, scheme)
     problem.check_feasible()
-    if provider is not None and "objective" not in solver_options:  # (a caller's own objective wins)
-        batches, select_batches = split_calibration(batches) if selection is None else (batches, as_batches(selection))
+    if uses_provider:
         label = method if progress else None
         if measured is None and provider.measure is not None:
             measured = provider.measure(table, problem, batches, loss, label)

@@ -93,7 +93,7 @@ def test_infeasible_budget_says_the_smallest(capsys):
 def test_sweep_then_report_from_the_shell(tmp_path):
     """The installed ``lowrank`` command, as a user types it."""
     cmd = [sys.executable, "-m", "lowrank", "sweep", "--name", "shell", "--models", "lenet5-digits", "--macs", "0.4,0.6",
-           "--methods", "exact,uniform", "--db", str(tmp_path / "r.sqlite"), "--cache", str(tmp_path / "c"),
+           "--methods", "exact,uniform", "--bases", "weight", "--db", str(tmp_path / "r.sqlite"), "--cache", str(tmp_path / "c"),
            "--report-dir", str(tmp_path / "rep"), "--workers", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -10,7 +10,8 @@ from lowrank.experiment.sweep import SweepConfig, run_sweep  # noqa: E402
 from test_sweep import values  # noqa: E402
 
 CONFIG = dict(name="ray", models=["lenet5-digits"], budgets=[{"macs": 0.4}, {"params": 0.3}],
-              methods=["cobla", "sensitivity", "exact"], seeds=[0], calib_samples=64, select_samples=64, eval_samples=None)
+              methods=["cobla", "sensitivity", "exact"], seeds=[0], calib_samples=64, select_samples=64, eval_samples=None,
+              bases=["weight"])
 
 
 def test_ray_and_local_sweeps_store_the_same_rows(tmp_path):

@@ -45,6 +45,7 @@ def sweep_db(tmp_path_factory):
     config = SweepConfig(
         name="rep", models=["lenet5-digits"], budgets=[{"macs": 0.3}, {"macs": 0.6}, {"params": 0.4}, {"macs": 0.5, "params": 0.3}],
         methods=["exact", "uniform", "energy"], seeds=[0, 1], finetune_epochs=1, finetune_samples=256, eval_samples=None,
+        bases=["weight", "activation"], calib_samples=64,
     )
     run_sweep(config, db=d / "runs.sqlite", cache_dir=d / "cache", workers=1, progress=False)
     return d / "runs.sqlite"
@@ -71,7 +72,8 @@ def test_report_files_images_and_tables(sweep_db, tmp_path):
             assert (out / line[line.rindex("(") + 1 : -1]).is_file()
     with open(out / "runs.csv") as f:
         csv_rows = list(csv.DictReader(f))
-    assert len(csv_rows) == len(rows) == 24
+    assert len(csv_rows) == len(rows) == 48
+    assert "exact (activation)" in md and "| exact |" in md  # each basis labelled apart in the tables
     assert {r["key"] for r in csv_rows} == {r["key"] for r in rows}
     as_json = json.loads((out / "runs.json").read_text())
     assert as_json == json.loads(json.dumps(rows, sort_keys=True))

@@ -26,11 +26,11 @@ VALUE_COLUMNS = ("status", "model", "method", "budget_macs", "budget_params", "s
 SMALL = dict(
     name="small", models=["lenet5-digits"], budgets=[{"macs": 0.3}, {"macs": 0.5}, {"params": 0.4}],
     methods=["cobla", "sensitivity", "exact", "uniform", "energy"], seeds=[0, 1, 2], calib_samples=64, select_samples=64,
-    eval_samples=None,
+    eval_samples=None, bases=["weight"],
 )
 SWEEP_ARGS = ["--name", "small", "--models", "lenet5-digits", "--macs", "0.3,0.5", "--params", "0.4",
               "--methods", "cobla,sensitivity,exact,uniform,energy", "--seeds", "0,1,2", "--calib-samples", "64",
-              "--select-samples", "64", "--eval-samples", "all", "--no-report", "--quiet"]
+              "--select-samples", "64", "--eval-samples", "all", "--bases", "weight", "--no-report", "--quiet"]
 
 
 def values(rows):
@@ -71,7 +71,7 @@ def test_toml_and_yaml_files_give_the_same_sweep(tmp_path):
     toml = tmp_path / "s.toml"
     toml.write_text('name = "small"\nmodels = ["lenet5-digits"]\nmacs = [0.3, 0.5]\nparams = [0.4]\n'
                     'methods = ["cobla", "sensitivity", "exact", "uniform", "energy"]\nseeds = [0, 1, 2]\n'
-                    'calib_samples = 64\nselect_samples = 64\neval_samples = "all"\n')
+                    'calib_samples = 64\nselect_samples = 64\neval_samples = "all"\nbases = ["weight"]\n')
     from_toml = SweepConfig.from_file(toml)
     assert [r.key for r in from_toml.runs()] == [r.key for r in SweepConfig(**SMALL).runs()]
     yaml = pytest.importorskip("yaml")

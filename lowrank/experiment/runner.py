@@ -26,6 +26,7 @@ import solvers
 from .. import resources
 from ..budget import Budget
 from ..kinds import check_scheme, scheme_names
+from ..model.basis import BASES
 from .cache import DiskCache, digest
 
 
@@ -46,6 +47,7 @@ class RunSpec:
     method: str
     limits: tuple = ()  # ((resource, limit), ...), stored in registration order
     scheme: str = "channel"
+    basis: str = "weight"  # "activation": whitened by calibration data (see lowrank.model.basis)
     seed: int = 0
     calib_samples: int | None = 128  # drawn (by seed) from the calibration split; None: all (or unused)
     select_samples: int | None = 128  # drawn (by seed) from the selection split
@@ -60,6 +62,8 @@ class RunSpec:
             raise ValueError("a run needs a budget on at least one of " + ", ".join(resources.names()))
         object.__setattr__(self, "limits", tuple(Budget(limits).items()))  # validates
         solvers.method(self.method)  # validates
+        if self.basis not in BASES:
+            raise ValueError(f"unknown basis {self.basis!r}; choose {', '.join(BASES)}")
         if self.scheme != "auto":
             try:
                 check_scheme(self.scheme)
@@ -78,8 +82,15 @@ class RunSpec:
         return out
 
     @property
+    def uses_data(self) -> bool:
+        """Whether the run draws calibration samples: its method needs data, or its basis does."""
+        return solvers.method(self.method).uses_data or self.basis != "weight"
+
+    @property
     def key(self) -> str:
         flat = self.to_dict()
+        if flat["basis"] == "weight":  # runs stored before bases existed keep their keys
+            del flat["basis"]
         return digest({k: v for k, v in flat.items() if not (k.startswith("budget_") and v is None and k not in _KEY_BUDGET_FIELDS)})
 
     @property
@@ -94,7 +105,8 @@ class RunSpec:
 
     def label(self) -> str:
         parts = [f"{r} {v:g}" for r, v in self.limits]
-        return f"{self.model} {self.method} {' '.join(parts)} seed {self.seed}"
+        basis = "" if self.basis == "weight" else f" {self.basis} basis"
+        return f"{self.model} {self.method}{basis} {' '.join(parts)} seed {self.seed}"
 
 
 # --- provenance ---------------------------------------------------------------------------
@@ -221,22 +233,22 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
     out["eval_samples"] = n_test if run.eval_samples is None else min(run.eval_samples, n_test)
     method = solvers.method(run.method)
     selection = measured = None
-    if method.uses_data:
+    if run.uses_data:
         calib = _subset(entry.splits.calib, run.calib_samples, run.seed)
-        selection = _subset(entry.splits.select, run.select_samples, run.seed)
+        selection = _subset(entry.splits.select, run.select_samples, run.seed) if method.uses_data else None
     else:
         calib = [(entry.example_input(), None)]  # data-free methods only need the input shape
+    table.use_basis(run.basis, calib)  # compress sees the same batches and keeps this basis
     provider = needs.provider(method.needs)
     if provider is not None and provider.cache_kind is not None:  # budget-independent: measured once per model
         problem = table.problem(run.budget, run.scheme)
-        measured = cache.get(
-            provider.cache_kind,
-            {"weights": loaded.fingerprint, "scheme": run.scheme, "seed": run.seed, "calib_samples": run.calib_samples},
-            lambda: provider.measure(table, problem, as_batches(calib), None, None),
-        )
+        key = {"weights": loaded.fingerprint, "scheme": run.scheme, "seed": run.seed, "calib_samples": run.calib_samples}
+        if run.basis != "weight":
+            key["basis"] = run.basis
+        measured = cache.get(provider.cache_kind, key, lambda: provider.measure(table, problem, as_batches(calib), None, None))
     torch.manual_seed(run.seed)
     result = compress(model, calib, run.budget, method=run.method, scheme=run.scheme, table=table, selection=selection,
-                      measured=measured)
+                      measured=measured, basis=run.basis)
     out["solver_seconds"] = float(result.allocation.info.get("solve_seconds", 0.0))
     out.update(_costs(run, table, result, entry.example_input()))
     out["metric_before"] = float(entry.evaluate(result.model, limit=run.eval_samples))

@@ -7,6 +7,7 @@ a sweep killed at any point resumes where it stopped.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -24,6 +25,7 @@ DEFAULT_DB = Path(".lowrank") / "runs.sqlite"
 DEFAULT_CACHE = Path(".lowrank") / "cache"
 DEFAULT_MODELS = ("lenet5-fmnist", "resnet20-fmnist", "vgg-fmnist")
 DEFAULT_BUDGETS = ({"macs": 0.3}, {"macs": 0.5}, {"macs": 0.7}, {"params": 0.3})
+DEFAULT_BASES = ("weight", "activation")
 
 
 @dataclass
@@ -36,6 +38,7 @@ class SweepConfig:
     methods: list[str] = field(default_factory=lambda: list(solvers.methods()))
     seeds: list[int] = field(default_factory=lambda: [0])
     schemes: list[str] = field(default_factory=lambda: ["channel"])
+    bases: list[str] = field(default_factory=lambda: list(DEFAULT_BASES))
     calib_samples: int = 128
     select_samples: int = 128
     eval_samples: int | None = 2000
@@ -44,8 +47,8 @@ class SweepConfig:
     kd: float = 0.0
 
     def __post_init__(self):
-        if not self.models or not self.budgets or not self.methods or not self.seeds or not self.schemes:
-            raise ValueError("a sweep needs at least one model, budget, method, seed and scheme")
+        if not self.models or not self.budgets or not self.methods or not self.seeds or not self.schemes or not self.bases:
+            raise ValueError("a sweep needs at least one model, budget, method, seed, scheme and basis")
         if self.methods == ["all"]:
             self.methods = list(solvers.methods())
         unknown = [m for m in self.methods if m not in solvers.methods()]
@@ -96,7 +99,7 @@ class SweepConfig:
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known | set(resources.names())))}")
-        for key in ("models", "methods", "seeds", "schemes"):
+        for key in ("models", "methods", "seeds", "schemes", "bases"):
             if key in raw:
                 raw[key] = _as_list(raw[key])
         return cls(**raw)
@@ -107,20 +110,19 @@ class SweepConfig:
     def runs(self) -> list[RunSpec]:
         """Every run of the sweep, model-major, without duplicates."""
         specs: dict[str, RunSpec] = {}
-        for model in self.models:
-            for budget in self.budgets:
-                for method in self.methods:
-                    for scheme in self.schemes:
-                        for seed in self.seeds:
-                            uses_data = solvers.method(method).uses_data  # the others never see calibration data
-                            spec = RunSpec(
-                                model=model, method=method, limits=tuple(budget.items()),
-                                scheme=scheme, seed=int(seed), calib_samples=self.calib_samples if uses_data else None,
-                                select_samples=self.select_samples if uses_data else None,
-                                eval_samples=self.eval_samples, finetune_epochs=self.finetune_epochs,
-                                finetune_samples=self.finetune_samples, kd=self.kd,
-                            )
-                            specs.setdefault(spec.key, spec)
+        for model, budget, method, scheme, basis, seed in itertools.product(
+            self.models, self.budgets, self.methods, self.schemes, self.bases, self.seeds
+        ):
+            # calibration samples only where they are used: by the method, or by the basis
+            needs_data = solvers.method(method).uses_data
+            spec = RunSpec(
+                model=model, method=method, limits=tuple(budget.items()), scheme=scheme, basis=basis, seed=int(seed),
+                calib_samples=self.calib_samples if needs_data or basis != "weight" else None,
+                select_samples=self.select_samples if needs_data else None,
+                eval_samples=self.eval_samples, finetune_epochs=self.finetune_epochs,
+                finetune_samples=self.finetune_samples, kd=self.kd,
+            )
+            specs.setdefault(spec.key, spec)
         return list(specs.values())
 
     def check_models(self) -> None:
@@ -138,6 +140,8 @@ class SweepConfig:
             wanted = {}  # eval_samples is a cap: small test sets are evaluated whole
             if any(solvers.method(m).uses_data for m in self.methods):
                 wanted.update(calib=self.calib_samples, select=self.select_samples)
+            elif any(b != "weight" for b in self.bases):
+                wanted.update(calib=self.calib_samples)
             for part, n in wanted.items():
                 if n is not None and n > sizes[part]:
                     setting = {"calib": "calib_samples", "select": "select_samples"}[part]

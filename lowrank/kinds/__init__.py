@@ -27,6 +27,7 @@ class LayerScheme:
     kind: str = ""  # the layer kind shown in tables: "linear", "conv2d", ...
     name: str = ""  # the scheme: "channel", "spatial", ...
     condition: str = ""  # what :meth:`accepts` asks beyond the type, in words
+    input_side: str = "cols"  # which side of the matrix multiplies the layer's input: "cols" or "rows"
 
     @property
     def label(self) -> str:
@@ -60,6 +61,12 @@ class LayerScheme:
     def params_per_rank(self, weight_shape: Sequence[int]) -> int:
         """One kept value is a column of U and a row of Vh: rows + cols parameters."""
         return sum(self.matrix_shape(weight_shape))
+
+    def input_vectors(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The (n, d) vectors the input side of the matrix multiplies, for one call on ``x``
+        (d = the matrix's cols, or rows when ``input_side == "rows"``): what a data-aware
+        basis whitens by."""
+        raise NotImplementedError
 
     # --- the factorised module -------------------------------------------------------------
     def factorized(self, dense: nn.Module, rank: int, factors) -> nn.Module:

@@ -4,6 +4,7 @@ conv r -> C_out."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import LayerScheme, register, split_factors
@@ -58,6 +59,10 @@ class FactorizedConv1d(nn.Module):
         return out + self.bias[:, None] if self.bias is not None else out
 
 
+def _pad_mode(conv) -> str:
+    return "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+
+
 class Conv1dChannel(LayerScheme):
     module_type, kind, name, condition = nn.Conv1d, "conv1d", "channel", "groups=1"
 
@@ -73,6 +78,13 @@ class Conv1dChannel(LayerScheme):
     def matrix_shape(self, weight_shape):
         c_out, c_in, k = weight_shape
         return (c_out, c_in * k)
+
+    def input_vectors(self, module, x):
+        # the conv's own padding (any mode), then every k-wide window: (batch * length, C_in * k)
+        x = F.pad(x, module._reversed_padding_repeated_twice, mode=_pad_mode(module))
+        k, stride, dilation = module.kernel_size[0], module.stride[0], module.dilation[0]
+        cols = F.unfold(x[:, :, None, :], (1, k), dilation=(1, dilation), stride=(1, stride))
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
     def macs_per_rank(self, module, calls):
         # the k-wide conv C_in -> r and the 1-wide conv r -> C_out, both at the output length

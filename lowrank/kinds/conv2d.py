@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import LayerScheme, register, split_factors
@@ -97,6 +98,17 @@ class _Conv2dScheme(LayerScheme):
         return FactorizedConv2d.from_dense(dense, rank, self.name, factors)
 
     @staticmethod
+    def _windows(module, x, kernel, stride, dilation, along_h_only=False) -> torch.Tensor:
+        """Every window the first factor sees, after the conv's own padding (any mode; only the
+        H padding when the first factor is a kh x 1 conv): (positions, C_in * window size)."""
+        pad = list(module._reversed_padding_repeated_twice)  # (left, right, top, bottom)
+        if along_h_only:
+            pad[0] = pad[1] = 0
+        x = F.pad(x, pad, mode="constant" if module.padding_mode == "zeros" else module.padding_mode)
+        cols = F.unfold(x, kernel, dilation=dilation, stride=stride)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+    @staticmethod
     def _output_positions(out_shape) -> tuple[int, int, int]:
         n, _, h_out, w_out = out_shape if len(out_shape) == 4 else (1, *out_shape)
         return n, h_out, w_out
@@ -115,6 +127,9 @@ class Conv2dChannel(_Conv2dScheme):
         c_out, c_in, kh, kw = weight_shape
         return (c_out, c_in * kh * kw)
 
+    def input_vectors(self, module, x):
+        return self._windows(module, x, module.kernel_size, module.stride, module.dilation)
+
     def macs_per_rank(self, module, calls):
         # a kh x kw conv C_in -> r at the output size, then a 1x1 conv r -> C_out
         c_out, c_in, kh, kw = module.weight.shape
@@ -127,6 +142,12 @@ class Conv2dChannel(_Conv2dScheme):
 
 class Conv2dSpatial(_Conv2dScheme):
     name = "spatial"
+    input_side = "rows"  # rows are (C_in, kh): the kh x 1 first factor
+
+    def input_vectors(self, module, x):
+        # the first factor is a kh x 1 conv: windows along H only, at every input column
+        (kh, _), (sh, _), (dh, _) = module.kernel_size, module.stride, module.dilation
+        return self._windows(module, x, (kh, 1), (sh, 1), (dh, 1), along_h_only=True)
 
     def matrix(self, weight):
         c_out, c_in, kh, kw = weight.shape

@@ -31,6 +31,9 @@ class HFConv1DChannel(LayerScheme):
         in_f, out_f = weight_shape
         return (out_f, in_f)
 
+    def input_vectors(self, module, x):
+        return x.reshape(-1, x.shape[-1])
+
     def dense_macs(self, module, calls):
         in_f, out_f = module.weight.shape
         return sum(numel for _, _, numel in calls) * in_f

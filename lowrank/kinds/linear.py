@@ -55,6 +55,9 @@ class LinearChannel(LayerScheme):
     def matrix_shape(self, weight_shape):
         return tuple(weight_shape)
 
+    def input_vectors(self, module, x):
+        return x.reshape(-1, x.shape[-1])
+
     def macs_per_rank(self, module, calls):
         out_f, in_f = module.weight.shape
         rows = sum(numel // out_f for _, _, numel in calls)  # batch elements over all calls

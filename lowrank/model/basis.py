@@ -9,6 +9,8 @@ from torch import nn
 
 from .. import kinds
 
+BASES = ("weight", "activation")
+
 # Weights up to this many elements are decomposed in float64 (cheap, and exact to 1e-12).
 FLOAT64_MAX_ELEMENTS = 1 << 24
 
@@ -37,6 +39,8 @@ def check_finite(model: nn.Module, names) -> None:
 class WeightBasis:
     """SVDs of a model's layer weights, by (layer name, scheme name)."""
 
+    kind = "weight"
+
     def __init__(self, model: nn.Module):
         self.model = model
         self._cache: dict[tuple[str, str], tuple] = {}
@@ -51,3 +55,82 @@ class WeightBasis:
     def load(self, name: str, scheme: str, factors: Mapping | tuple) -> None:
         """Reuse an SVD computed earlier for the same weights."""
         self._cache[(name, scheme)] = tuple(factors)
+
+
+class ActivationBasis:
+    """Data-aware SVDs: each layer's matrix whitened by the second moment S of what its input
+    side sees on calibration data, so truncation minimises the layer's output error on that
+    data rather than the weight error.
+
+    With ``input_side == "cols"`` (Linear, channel convs): SVD of M S^(1/2) = U s Vh', stored as
+    (U, s, Vh' S^(-1/2)); with ``"rows"`` (spatial convs): SVD of S^(1/2) M, stored as
+    (S^(-1/2) U, s, Vh). Either way U diag(s) Vh is M again at full rank, and everything
+    downstream (methods, masked model, surgery) uses the factors unchanged; only the
+    singular values now measure output error on the data.
+
+    S is singular when inputs are dead (ReLU zeros) or there are fewer samples than
+    dimensions: S + lambda I is used, lambda = ``ridge`` x the mean eigenvalue of S, which keeps
+    S^(-1/2) finite and bounds the amplification of never-excited directions by 1/sqrt(ridge).
+    Memory: one d x d float64 moment per (layer, scheme) (``peak_bytes``).
+    """
+
+    kind = "activation"
+
+    def __init__(self, model: nn.Module, layers, batches, ridge: float = 1e-2):
+        self.model, self.ridge = model, ridge
+        self.key = None  # which calibration tensors it was made from (LayerTable.use_basis reuses it)
+        self.moments = collect_moments(model, layers, batches)
+        self.peak_bytes = sum(s.numel() * s.element_size() for s, _ in self.moments.values())
+        self._cache: dict[tuple[str, str], tuple] = {}
+
+    def svd(self, name: str, scheme: kinds.LayerScheme) -> tuple:
+        key = (name, scheme.name)
+        if key not in self._cache:
+            check_finite(self.model, [name])
+            total, n = self.moments[key]
+            self._cache[key] = whitened_svd(self.model.get_submodule(name).weight, scheme, total / max(n, 1), self.ridge)
+        return self._cache[key]
+
+
+def collect_moments(model: nn.Module, layers, batches) -> dict[tuple[str, str], tuple[torch.Tensor, int]]:
+    """One hooked pass over ``batches``: per (layer, scheme), the sum of v v^T over the input
+    vectors v that the scheme's input side multiplies, and how many there were."""
+    from .inputs import call_checked
+    from .modes import evaluating
+
+    moments: dict[tuple[str, str], list] = {}
+
+    def hook(name, schemes):
+        def fn(module, args, out):
+            x = args[0].detach()
+            for scheme in schemes.values():
+                v = scheme.input_vectors(module, x).double()
+                entry = moments.setdefault((name, scheme.name), [torch.zeros(v.shape[1], v.shape[1], dtype=torch.float64), 0])
+                entry[0] += v.T @ v
+                entry[1] += v.shape[0]
+
+        return fn
+
+    handles = [model.get_submodule(l.name).register_forward_hook(hook(l.name, l.scheme_objects)) for l in layers]
+    try:
+        with torch.no_grad(), evaluating(model):
+            for x, _ in batches:
+                call_checked(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: (v[0], v[1]) for k, v in moments.items()}
+
+
+def whitened_svd(weight: torch.Tensor, scheme: kinds.LayerScheme, moment: torch.Tensor, ridge: float):
+    """(U, s, Vh) with U diag(s) Vh = the scheme's matrix, truncation-optimal for output error
+    under the input second moment ``moment`` (see :class:`ActivationBasis`)."""
+    m = scheme.matrix(weight.detach()).to(torch.float64)
+    lam, q = torch.linalg.eigh(moment.to(torch.float64))
+    lam = lam.clamp_min(0.0) + ridge * max(float(lam.clamp_min(0.0).mean()), 1e-30)
+    root, inv_root = (q * lam.sqrt()) @ q.T, (q * lam.rsqrt()) @ q.T
+    if scheme.input_side == "cols":
+        u, s, vh = torch.linalg.svd(m @ root, full_matrices=False)
+        return u, s, vh @ inv_root
+    u, s, vh = torch.linalg.svd(root @ m, full_matrices=False)
+    return inv_root @ u, s, vh

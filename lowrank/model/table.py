@@ -25,7 +25,7 @@ from solvers import Group, Problem
 
 from .. import kinds, resources
 from ..budget import Budget
-from .basis import WeightBasis, check_finite
+from .basis import BASES, ActivationBasis, WeightBasis, check_finite
 from .bridge import build_problem, layer_group
 from .graph import build_graph
 from .masked import MaskedModel
@@ -53,7 +53,8 @@ class LayerTable:
             r.name: layer_info(r, include, resources.priced()) for r in record_layers(model, example_input)
         }
         self._totals: dict[str, float] = {}
-        self.basis = WeightBasis(model)
+        self.weight_basis = WeightBasis(model)
+        self.basis: WeightBasis | ActivationBasis = self.weight_basis
         self.graph: nx.DiGraph = build_graph(model, [n for n in self.layers if self.layers[n].calls])
 
     # --- layers ----------------------------------------------------------------------------
@@ -110,21 +111,38 @@ class LayerTable:
         return [max(0, totals[r] - sum(l.dense[r] for l in self.compressible)) for r in names]
 
     # --- bases and views -------------------------------------------------------------------
+    def use_basis(self, kind: str = "weight", batches=None, ridge: float = 1e-2) -> None:
+        """Truncate in the weight basis (``"weight"``, the default) or the data-aware one
+        (``"activation"``: whitened by each layer's input on ``batches`` of calibration data,
+        a list of (inputs, targets) pairs). Every SVD, problem and rebuild follows."""
+        if kind not in BASES:
+            raise ValueError(f"unknown basis {kind!r}; choose one of {', '.join(BASES)}")
+        if kind == "weight":
+            self.basis = self.weight_basis
+            return
+        if not batches:
+            raise ValueError("the activation basis needs calibration data (batches of inputs)")
+        key = tuple(id(x) for x, _ in batches)
+        if not (isinstance(self.basis, ActivationBasis) and self.basis.key == key and self.basis.ridge == ridge):
+            self.basis = ActivationBasis(self.model, self.compressible, batches, ridge)
+            self.basis.key = key
+
+
     def svd(self, name: str, scheme: str):
         """(U, s, Vh) of the layer's matrix under ``scheme``; computed once and cached."""
         scheme = self.scheme_for(name, scheme)
         return self.basis.svd(name, self.layers[name].scheme_objects[scheme])
 
     def svds(self, scheme: str) -> dict[str, tuple]:
-        """Every compressible layer's (U, s, Vh) under ``scheme``: what a disk cache stores."""
-        return {l.name: self.svd(l.name, scheme) for l in self.compressible}
+        """Every compressible layer's weight-basis (U, s, Vh) under ``scheme``: what a disk cache stores."""
+        return {l.name: self.weight_basis.svd(l.name, l.scheme_objects[self.scheme_for(l.name, scheme)]) for l in self.compressible}
 
     def load_svds(self, scheme: str, svds: Mapping[str, tuple]) -> None:
         """Reuse SVDs computed earlier (``svds(scheme)`` of the same weights) instead of recomputing."""
         for name, factors in svds.items():
             if name not in self.layers or not self.layers[name].compressible:
                 raise ValueError(f"cached SVD for {name!r}, which is not a compressible layer of this model")
-            self.basis.load(name, self.scheme_for(name, scheme), factors)
+            self.weight_basis.load(name, self.scheme_for(name, scheme), factors)
 
     def masked_model(self, schemes: str | Mapping[str, str] = "channel", names=None) -> MaskedModel:
         """The model computing each compressible layer (or ``names``) as U diag(s * m) Vh."""

@@ -17,7 +17,7 @@ import solvers
 
 from .. import resources
 from ..experiment.store import COLUMNS, JSON_COLUMNS
-from .labels import axis_order, axis_title, budget_axis, budget_label, pct
+from .labels import axis_order, axis_title, budget_axis, budget_label, method_label, pct
 from .page import Page
 from .plots import plot_budget_curves, plot_rank_allocation
 
@@ -111,7 +111,7 @@ def _every_run(page: Page, rows: list[dict]) -> None:
     page.table(
         ["model", "budget", "method", "scheme", "seed", *(f"{resources.get(r).label} %" for r in shown), "fits", "metric",
          "fine-tuned", "solver s", "total s", "status"],
-        [[r["model"], budget_label(r), r["method"], r["scheme"], r["seed"], *(pct(r.get(f"{x}_fraction")) for x in shown),
+        [[r["model"], budget_label(r), method_label(r), r["scheme"], r["seed"], *(pct(r.get(f"{x}_fraction")) for x in shown),
           {1: "yes", 0: "NO", None: ""}[r["fits"]], "" if r["metric_before"] is None else f"{r['metric_before']:.4f}",
           "" if r["metric_after"] is None else f"{r['metric_after']:.4f}", "" if r["solver_seconds"] is None else f"{r['solver_seconds']:.2f}",
           f"{r['total_seconds']:.1f}", r["status"] if r["status"] == "ok" else f"{r['status']}: {(r['error'] or '').splitlines()[0][:120]}"]
@@ -123,7 +123,7 @@ def _every_run(page: Page, rows: list[dict]) -> None:
 def _best_per_budget(rows: list[dict]) -> list[list]:
     groups = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        groups[budget_label(r)][r["method"]].append(r["metric_after"] if r.get("metric_after") is not None else r["metric_before"])
+        groups[budget_label(r)][method_label(r)].append(r["metric_after"] if r.get("metric_after") is not None else r["metric_before"])
     out = []
     for label in sorted(groups):
         ranked = sorted(((statistics.fmean(v), m) for m, v in groups[label].items()), reverse=True)

@@ -36,6 +36,12 @@ def axis_order(axis: str) -> tuple:
     return (len(axis_resources(axis)), [names.index(r) for r in axis_resources(axis)])
 
 
+def method_label(row: dict) -> str:
+    """``cobla``, or ``cobla (activation)`` for a run in the data-aware basis."""
+    basis = row.get("basis") or "weight"
+    return row["method"] if basis == "weight" else f"{row['method']} ({basis})"
+
+
 def budget_label(row: dict) -> str:
     return ", ".join(f"{resources.get(r).label} <= {frac(row[f'budget_{r}'])}" for r in budget_resources(row))
 

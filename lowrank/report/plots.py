@@ -5,7 +5,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from .labels import axis_resources, axis_title, axis_xlabel
+from .labels import axis_resources, axis_title, axis_xlabel, method_label
 
 def _pyplot():
     import matplotlib
@@ -24,9 +24,9 @@ def plot_budget_curves(rows: list[dict], model: str, axis: str, path: Path) -> N
     by_method: dict[str, dict[float, list]] = defaultdict(lambda: defaultdict(list))
     tuned: dict[str, dict[float, list]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        by_method[r["method"]][r[key]].append(r["metric_before"])
+        by_method[method_label(r)][r[key]].append(r["metric_before"])
         if r.get("metric_after") is not None:
-            tuned[r["method"]][r[key]].append(r["metric_after"])
+            tuned[method_label(r)][r[key]].append(r["metric_after"])
     for i, (method, points) in enumerate(sorted(by_method.items())):
         color = f"C{i % 10}"
         for series, style, suffix in ((points, "-o", ""), (tuned.get(method, {}), "--s", " fine-tuned")):
@@ -55,9 +55,9 @@ def plot_rank_allocation(rows: list[dict], model: str, label: str, path: Path) -
     layers = list(rows[0]["full_ranks"])
     fig, ax = plt.subplots(figsize=(max(6.4, 0.45 * len(layers) * max(1, len(rows)) / 3), 4.2))
     width = 0.8 / len(rows)
-    for i, r in enumerate(sorted(rows, key=lambda r: r["method"])):
+    for i, r in enumerate(sorted(rows, key=method_label)):
         fr = [r["ranks"][n] / r["full_ranks"][n] if r["full_ranks"][n] else 0 for n in layers]
-        ax.bar([j + (i - (len(rows) - 1) / 2) * width for j in range(len(layers))], fr, width, label=r["method"], color=f"C{i % 10}")
+        ax.bar([j + (i - (len(rows) - 1) / 2) * width for j in range(len(layers))], fr, width, label=method_label(r), color=f"C{i % 10}")
     ax.set_xticks(range(len(layers)))
     ax.set_xticklabels(layers, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("kept rank / full rank (1 = dense)")
