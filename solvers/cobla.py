@@ -214,26 +214,10 @@ def cobla(
     best_start = min(start_scores, key=start_scores.get)
     cands = {f"start:{n}": (a.ranks, a.active) for n, a in start_allocs.items()}
     info = {"starts": start_scores, "sqp_start": best_start}
-    start = start_allocs[best_start]
-    # Layers the start leaves dense stay dense: the relaxation has no dense fallback.
-    frozen = start.active & np.array([g.is_dense(r) for g, r in zip(problem.groups, start.ranks)])
-    free = start.active & ~frozen
-    sqp_scores = []
-    if free.any():
-        relaxed = _RelaxedNetwork(problem, objective, frozen, free, start.ranks[free])
-        x, fx, gx, trace, iterations, solver_time = _sqp(relaxed, max_iter, step_tol, h0, progress)
-        rounded = _roundings(relaxed, x, gx, start, free)
-        sqp_scores = score(list(rounded.values()))
-        cands.update(rounded)
-        info.update({
-            "iterations": iterations, "relaxed_objective": fx, "trace": trace,
-            "relaxed_masks": {g.name: m for g, m in zip(relaxed.sub.groups, relaxed.budgets.split(x))},
-            "sqp_solver_seconds": solver_time, "seconds_per_iteration_solver": solver_time / max(iterations, 1),
-            "objective_seconds": relaxed.objective_seconds,
-        })
-    else:
-        info["note"] = "every layer of the best start is dense: nothing to relax"
-    scores = list(start_scores.values()) + list(sqp_scores)
+    rounded, sqp_info = _sqp_from(problem, objective, start_allocs[best_start], max_iter, step_tol, h0, progress)
+    cands.update(rounded)
+    info.update(sqp_info)
+    scores = list(start_scores.values()) + score(list(rounded.values()))
     best = list(cands)[int(np.argmin(scores))]
     info.update({
         "candidates": {n: {"ranks": np.asarray(c[0]).tolist(), "score": float(sc)} for (n, c), sc in zip(cands.items(), scores)},
@@ -242,6 +226,23 @@ def cobla(
     })
     ranks, active = cands[best]
     return Allocation(problem, ranks, "cobla", active=active, objective=float(min(scores)), info=info)
+
+
+def _sqp_from(problem: Problem, objective, start: Allocation, max_iter, step_tol, h0, progress):
+    """The SQP from ``start`` and its roundings as whole allocations, with its trace and times.
+    Layers the start leaves dense stay dense: the relaxation has no dense fallback."""
+    frozen = start.active & np.array([g.is_dense(r) for g, r in zip(problem.groups, start.ranks)])
+    free = start.active & ~frozen
+    if not free.any():
+        return {}, {"note": "every layer of the best start is dense: nothing to relax"}
+    relaxed = _RelaxedNetwork(problem, objective, frozen, free, start.ranks[free])
+    x, fx, gx, trace, iterations, solver_time = _sqp(relaxed, max_iter, step_tol, h0, progress)
+    return _roundings(relaxed, x, gx, start, free), {
+        "iterations": iterations, "relaxed_objective": fx, "trace": trace,
+        "relaxed_masks": {g.name: m for g, m in zip(relaxed.sub.groups, relaxed.budgets.split(x))},
+        "sqp_solver_seconds": solver_time, "seconds_per_iteration_solver": solver_time / max(iterations, 1),
+        "objective_seconds": relaxed.objective_seconds,
+    }
 
 
 def _scorer(problem: Problem, objective, select):
