@@ -63,7 +63,7 @@ def weights_resource(monkeypatch):
     return res
 
 
-def test_a_registered_resource_flows_through_budget_problem_and_plan(weights_resource):
+def test_a_registered_resource_flows_through_budget_problem_and_plan(weights_resource, monkeypatch):
     model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10)).eval()
     x = torch.randn(8, 20)
     result = lowrank.compress(model, x, Budget(test_weights=0.4), method="exact")
@@ -73,13 +73,9 @@ def test_a_registered_resource_flows_through_budget_problem_and_plan(weights_res
     assert kept == result.plan.totals_after["test_weights"] <= 0.4 * 900
     assert "weights before" in result.plan.table()
     # an expensive resource is priced only when a budget names it
-    was_cheap = weights_resource.cheap
-    try:
-        weights_resource.cheap = False
-        assert resources.priced() == ("macs", "params")
-        assert resources.priced(["test_weights"]) == ("macs", "params", "test_weights")
-    finally:
-        weights_resource.cheap = was_cheap
+    monkeypatch.setattr(weights_resource, "cheap", False)
+    assert resources.priced() == ("macs", "params")
+    assert resources.priced(["test_weights"]) == ("macs", "params", "test_weights")
 
 
 def test_layer_schemes_are_looked_up_not_branched_on():

@@ -1,5 +1,6 @@
-"""The basis each layer is truncated in: today the SVD of its weight matrix under a scheme,
-computed once per (layer, scheme) and cached (a sweep also stores them on disk)."""
+"""The basis each layer is truncated in, as SVD factors per (layer, scheme), computed once
+and cached: the weight basis (the weight matrix's SVD; a sweep also stores these on disk)
+or the activation basis (the SVD whitened by the layer's input on calibration data)."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -78,7 +79,7 @@ class ActivationBasis:
 
     def __init__(self, model: nn.Module, layers, batches, ridge: float = 1e-2):
         self.model, self.ridge = model, ridge
-        self.key = None  # which calibration tensors it was made from (LayerTable.use_basis reuses it)
+        self.key = batches_key(batches)  # which calibration tensors it was made from: LayerTable.use_basis reuses it
         self.moments = collect_moments(model, layers, batches)
         self.peak_bytes = sum(s.numel() * s.element_size() for s, _ in self.moments.values())
         self._cache: dict[tuple[str, str], tuple] = {}
@@ -90,6 +91,11 @@ class ActivationBasis:
             total, n = self.moments[key]
             self._cache[key] = whitened_svd(self.model.get_submodule(name).weight, scheme, total / max(n, 1), self.ridge)
         return self._cache[key]
+
+
+def batches_key(batches) -> tuple:
+    """Identifies calibration batches by their input tensors (the same tensors, the same moments)."""
+    return tuple(id(x) for x, _ in batches)
 
 
 def collect_moments(model: nn.Module, layers, batches) -> dict[tuple[str, str], tuple[torch.Tensor, int]]:

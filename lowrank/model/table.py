@@ -25,7 +25,7 @@ from solvers import Group, Problem
 
 from .. import kinds, resources
 from ..budget import Budget
-from .basis import BASES, ActivationBasis, WeightBasis, check_finite
+from .basis import BASES, ActivationBasis, WeightBasis, batches_key, check_finite
 from .bridge import build_problem, layer_group
 from .graph import build_graph
 from .masked import MaskedModel
@@ -122,10 +122,9 @@ class LayerTable:
             return
         if not batches:
             raise ValueError("the activation basis needs calibration data (batches of inputs)")
-        key = tuple(id(x) for x, _ in batches)
-        if not (isinstance(self.basis, ActivationBasis) and self.basis.key == key and self.basis.ridge == ridge):
+        reusable = isinstance(self.basis, ActivationBasis) and self.basis.key == batches_key(batches) and self.basis.ridge == ridge
+        if not reusable:
             self.basis = ActivationBasis(self.model, self.compressible, batches, ridge)
-            self.basis.key = key
 
 
     def svd(self, name: str, scheme: str):
