@@ -21,6 +21,7 @@ from .objectives import Differentiable
 from .problem import Allocation, Problem
 from .registry import Need, register, solve
 from .rounding import candidates
+from .selection import Score, choose
 
 
 class RelaxedBudgets:
@@ -192,13 +193,15 @@ def cobla(
     Starts: the exact optimum of a separable objective (``warm_start``, discarded energy by
     default), every method of ``START_METHODS``, and ``starts`` ({name: Allocation}, e.g. the
     sensitivity method's, which needs data). All starts are scored; the SQP runs from the
-    best; its roundings and every start are the candidates, and the one with the lowest
-    score wins. So COBLA's score is never above any start's: it cannot lose to those methods
-    on the data that scores them.
+    best; its roundings and every start are the candidates, and ``solvers.selection.choose``
+    keeps one: the lowest loss unless the top-1 error clearly disagrees. So no start beats
+    COBLA's choice on both loss and error: it cannot lose to those methods on the data that
+    scores them.
 
     ``objective``: a Differentiable (network loss and gradients w.r.t. the masks).
-    ``select(list of (ranks, active) over all groups) -> list of losses`` scores starts and
-    candidates on a selection split; without it the calibration objective decides.
+    ``select(list of (ranks, active) over all groups) -> list of scores`` scores starts and
+    candidates on a selection split (a loss, or a solvers.selection.Score with the top-1
+    error too; solvers.selection.choose decides); without it the calibration objective does.
     """
     objective = objective if objective is not None else problem.objective
     if objective is None or isinstance(objective, str):
@@ -211,21 +214,22 @@ def cobla(
     start_allocs.update(starts or {})
     score = _scorer(problem, objective, select)
     start_scores = dict(zip(start_allocs, score([(a.ranks, a.active) for a in start_allocs.values()])))
-    best_start = min(start_scores, key=start_scores.get)
+    best_start = list(start_scores)[choose(list(start_scores.values()))]
     cands = {f"start:{n}": (a.ranks, a.active) for n, a in start_allocs.items()}
-    info = {"starts": start_scores, "sqp_start": best_start}
+    info = {"starts": {n: sc.to_dict() for n, sc in start_scores.items()}, "sqp_start": best_start}
     rounded, sqp_info = _sqp_from(problem, objective, start_allocs[best_start], max_iter, step_tol, h0, progress)
     cands.update(rounded)
     info.update(sqp_info)
     scores = list(start_scores.values()) + score(list(rounded.values()))
-    best = list(cands)[int(np.argmin(scores))]
+    best = choose(scores)
+    names = list(cands)
     info.update({
-        "candidates": {n: {"ranks": np.asarray(c[0]).tolist(), "score": float(sc)} for (n, c), sc in zip(cands.items(), scores)},
-        "chosen": best, "scored_by": "selection split" if select is not None else "calibration objective",
+        "candidates": {n: {"ranks": np.asarray(c[0]).tolist(), "score": sc.to_dict()} for (n, c), sc in zip(cands.items(), scores)},
+        "chosen": names[best], "scored_by": "selection split" if select is not None else "calibration objective",
         "total_seconds": time.perf_counter() - t_start,
     })
-    ranks, active = cands[best]
-    return Allocation(problem, ranks, "cobla", active=active, objective=float(min(scores)), info=info)
+    ranks, active = cands[names[best]]
+    return Allocation(problem, ranks, "cobla", active=active, objective=scores[best].loss, info=info)
 
 
 def _sqp_from(problem: Problem, objective, start: Allocation, max_iter, step_tol, h0, progress):
@@ -246,17 +250,18 @@ def _sqp_from(problem: Problem, objective, start: Allocation, max_iter, step_tol
 
 
 def _scorer(problem: Problem, objective, select):
-    """Scores of whole (ranks, active) allocations: on the selection split when given, else by
-    the calibration objective with prefix masks."""
+    """Scores (solvers.selection.Score) of whole (ranks, active) allocations: by ``select`` on
+    the selection split when given (a Score or a plain loss each), else the calibration
+    objective's loss with prefix masks."""
     if select is not None:
-        return lambda allocs: [float(v) for v in select(allocs)]
+        return lambda allocs: [sc if isinstance(sc, Score) else Score(float(sc)) for sc in select(allocs)]
 
     def by_objective(allocs):
         out = []
         for ranks, active in allocs:
             masks = {g.name: (np.arange(g.full_rank) < g.normalise(int(r))).astype(np.float64)
                      for g, r, a in zip(problem.groups, ranks, active) if a}
-            out.append(float(objective(masks)[0]))
+            out.append(Score(float(objective(masks)[0])))
         return out
 
     return by_objective

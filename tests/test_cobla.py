@@ -42,24 +42,26 @@ def trained_lenet():
 @pytest.mark.parametrize("budget", [Budget(macs=0.3, params=0.3), Budget(macs=0.5), Budget(params=0.15)], ids=str)
 def test_cobla_never_loses_to_any_method_on_the_selection_split(trained_lenet, scheme, budget):
     """By construction, not by luck: every other method's allocation is one of COBLA's
-    candidates, all scored on the same held-out selection split, so COBLA's selection loss is
-    at most each method's (exactly, on any machine)."""
+    candidates, all scored on the same held-out selection split by (top-1 error, loss) in that
+    order, so COBLA's selection score is at most each method's (exactly, on any machine)."""
     model, calib, (x_test, y_test) = trained_lenet
     with torch.no_grad():
         assert (model(x_test).argmax(1) == y_test).float().mean() > 0.9  # the model really is trained
     grad_batches, select_batches = calib[:2], calib[2:]
     table = LayerTable(model, x_test[:1])
     on_selection = NetworkLoss(table, table.problem(budget, scheme), as_batches(select_batches))
-    losses = {}
+    scores = {}
     for method in BASELINES + ["cobla"]:
         result = lowrank.compress(model, grad_batches, budget, method=method, scheme=scheme, table=table, selection=select_batches)
         assert result.allocation.feasible
-        losses[method] = on_selection.score_allocations([(result.allocation.ranks, result.allocation.active)])[0]
-    assert all(losses["cobla"] <= losses[m] for m in BASELINES), losses
+        scores[method] = on_selection.score_allocations([(result.allocation.ranks, result.allocation.active)])[0]
+        assert scores[method].error is not None and scores[method].samples == 100  # class labels: the error too
+    c = scores["cobla"]
+    assert all(c.loss <= s.loss or c.error < s.error for s in scores.values()), scores  # no method beats it on both
     info = result.allocation.info
     assert info["scored_by"] == "selection split"
     assert {f"start:{m}" for m in BASELINES} <= set(info["candidates"])
-    assert info["candidates"][info["chosen"]]["score"] == pytest.approx(losses["cobla"], rel=1e-6)
+    assert info["candidates"][info["chosen"]]["score"]["loss"] == pytest.approx(c.loss, rel=1e-6)
     if "trace" in info:  # the SQP ran (its start had layers to relax)
         assert info["iterations"] >= 1 and info["trace"][-1] <= info["trace"][0]  # it never increases the relaxed loss
         assert {"floor+fill", "linearised-exact"} <= set(info["candidates"])

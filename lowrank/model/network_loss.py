@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from solvers import Differentiable, Problem, Separable
 from solvers.objectives import from_samples
+from solvers.selection import Score
 
 from .inputs import call_checked, main_output, naming_input, size, take
 from .modes import evaluating
@@ -87,7 +88,9 @@ class NetworkLoss:
             return F.cross_entropy(out, y)
         return F.mse_loss(out, ref)
 
-    def evaluate(self, masks: dict[str, np.ndarray], grad: bool = True):
+    def evaluate(self, masks: dict[str, np.ndarray], grad: bool = True, errors: bool = False):
+        """(loss, gradients by group name) at ``masks``; with ``errors``, also the top-1 error
+        on the batches' class labels (None when they have none)."""
         masked = self._masked(list(masks))
         by_layer = {}
         tensors = {}
@@ -97,6 +100,7 @@ class NetworkLoss:
             by_layer[self.groups[name].layer] = t
         total_n = sum(size(x) for x, _ in self.batches)
         value = 0.0
+        wrong = 0 if errors else None
         with torch.set_grad_enabled(grad):
             for (x, y), ref in zip(self.batches, self.references):
                 with naming_input(x):
@@ -105,9 +109,12 @@ class NetworkLoss:
                 if grad:
                     loss.backward()
                 value += float(loss.detach())
-        if not grad:
-            return value, None
-        return value, {n: (t.grad.numpy().copy() if t.grad is not None else np.zeros(t.shape)) for n, t in tensors.items()}
+                if wrong is not None:
+                    miss = top1_misses(main_output(out), y)
+                    wrong = None if miss is None else wrong + miss
+        error = None if wrong is None else wrong / total_n
+        grads = None if not grad else {n: (t.grad.numpy().copy() if t.grad is not None else np.zeros(t.shape)) for n, t in tensors.items()}
+        return (value, grads, error) if errors else (value, grads)
 
     def __call__(self, masks):
         return self.evaluate(masks, grad=True)
@@ -115,16 +122,29 @@ class NetworkLoss:
     def differentiable(self) -> Differentiable:
         return Differentiable(self, "network loss")
 
-    def score_allocations(self, allocations: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[float]:
-        """Loss of each (ranks, active) allocation, computed with prefix masks."""
+    def score_allocations(self, allocations: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Score]:
+        """Loss of each (ranks, active) allocation with prefix masks, and its top-1 error when
+        the batches carry class labels (see solvers.selection for how COBLA uses both)."""
+        n = sum(size(x) for x, _ in self.batches)
         out = []
         for ranks, active in allocations:
             masks = {}
             for g, r, a in zip(self.problem.groups, ranks, active):
                 if a:
                     masks[g.name] = (np.arange(g.full_rank) < g.normalise(int(r))).astype(np.float64)
-            out.append(self.evaluate(masks, grad=False)[0])
+            value, _, error = self.evaluate(masks, grad=False, errors=True)
+            out.append(Score(value, error, None if error is None else n))
         return out
+
+
+def top1_misses(out: torch.Tensor, y) -> int | None:
+    """How many rows of ``out`` miss their class label ``y``; None when ``y`` is not one class
+    index per row of a 2-D output (no labels, a regression target, a sequence)."""
+    if y is None or not isinstance(out, torch.Tensor) or out.dim() != 2 or y.dim() != 1:
+        return None
+    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8) or len(y) != len(out):
+        return None
+    return int((out.argmax(1) != y).sum())
 
 
 def sensitivity_samples(
