@@ -6,6 +6,7 @@ import subprocess
 from html.parser import HTMLParser
 
 import pytest
+import torch
 
 pytest.importorskip("sklearn")
 
@@ -78,6 +79,27 @@ def test_report_files_images_and_tables(sweep_db, tmp_path):
     as_json = json.loads((out / "runs.json").read_text())
     assert as_json == json.loads(json.dumps(rows, sort_keys=True))
     assert all(r["metric_after"] is not None and len(r["finetune_history"]) == 1 for r in as_json)
+    assert "The original fine-tuned by the same recipe (1 epochs)" in md and "original fine-tuned" in md
+
+
+def test_fine_tuned_runs_carry_the_original_fine_tuned_by_the_same_recipe(sweep_db):
+    """The control beside every fine-tuned number: one per seed (the recipe's data order),
+    equal to fine-tuning a copy of the original directly, and the original stays untouched."""
+    import copy
+
+    from lowrank.experiment.runner import load_model
+    from lowrank.model.finetune import finetune
+
+    with ResultStore(sweep_db) as store:
+        rows = store.rows(sweep="rep")
+    controls = {r["seed"]: {x["metric_original_finetuned"] for x in rows if x["seed"] == r["seed"]} for r in rows}
+    assert all(len(v) == 1 and None not in v for v in controls.values()), controls
+    loaded = load_model("lenet5-digits")
+    before = copy.deepcopy(loaded.model.state_dict())
+    direct = finetune(copy.deepcopy(loaded.model), loaded.entry, epochs=1, samples_per_epoch=256, seed=0, progress=False)
+    (control,) = controls[0]
+    assert control == pytest.approx(direct[-1], abs=1e-9)
+    assert all(torch.equal(before[k], v) for k, v in loaded.model.state_dict().items())
 
 
 def test_report_cli_and_its_errors(sweep_db, tmp_path, capsys):

@@ -253,13 +253,28 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
     out.update(_costs(run, table, result, entry.example_input()))
     out["metric_before"] = float(entry.evaluate(result.model, limit=run.eval_samples))
     if run.finetune_epochs > 0:
-        history = finetune(
-            result, entry, epochs=run.finetune_epochs, teacher=model if run.kd > 0 else None, kd=run.kd,
-            samples_per_epoch=run.finetune_samples, seed=run.seed, progress=False, eval_limit=run.eval_samples,
-        )
+        recipe = dict(epochs=run.finetune_epochs, kd=run.kd, samples_per_epoch=run.finetune_samples, seed=run.seed,
+                      progress=False, eval_limit=run.eval_samples)
+        history = finetune(result, entry, teacher=model if run.kd > 0 else None, **recipe)
         out["finetune_history"] = [float(a) for a in history]
         out["metric_after"] = float(history[-1])
+        out["metric_original_finetuned"] = cache.get(
+            "finetuned_original", {"weights": loaded.fingerprint, "dataset": entry.dataset, **recipe},
+            lambda: _finetuned_original(model, entry, recipe),
+        )
     return out
+
+
+def _finetuned_original(model, entry, recipe: dict) -> float:
+    """The control for fine-tuned numbers: the uncompressed original trained by the same recipe
+    (same data, epochs, seed and distillation weight, with itself as the teacher), so a reader
+    can tell compression loss from the gain of extra training."""
+    from copy import deepcopy
+
+    from ..model.finetune import finetune
+
+    history = finetune(deepcopy(model), entry, teacher=model if recipe["kd"] > 0 else None, **recipe)
+    return float(history[-1])
 
 
 def _costs(run: RunSpec, table, result, example) -> dict:

@@ -87,7 +87,7 @@ def _model_section(page: Page, mrows: list[dict], model: str, out: Path) -> None
     page.heading(model)
     shown = [r for r in resources.names() if mrows[0].get(f"original_{r}") is not None]
     page.text("Original: " + ", ".join(f"{mrows[0][f'original_{r}']:,} {resources.get(r).label}" for r in shown)
-              + f" per sample, {mrows[0]['metric_name']} {mrows[0]['metric_original']:.4f}.")
+              + f" per sample, {mrows[0]['metric_name']} {mrows[0]['metric_original']:.4f}." + _control_text(mrows))
     axes = sorted({budget_axis(r) for r in mrows}, key=axis_order)
     for axis in axes:
         arows = [r for r in mrows if budget_axis(r) == axis]
@@ -105,15 +105,24 @@ def _model_section(page: Page, mrows: list[dict], model: str, out: Path) -> None
     page.table(["budget", "best method", "metric", "runner-up", "metric "], _best_per_budget(mrows))
 
 
+def _control_text(rows: list[dict]) -> str:
+    """The control beside fine-tuned numbers: the original fine-tuned by each recipe used."""
+    controls = sorted({(r["finetune_epochs"], r["kd"], r["metric_original_finetuned"]) for r in rows
+                       if r.get("metric_original_finetuned") is not None})
+    return "".join(f" The original fine-tuned by the same recipe ({e} epochs" + (f", distillation weight {kd}" if kd else "")
+                   + f"), the control for fine-tuned numbers: {m:.4f}." for e, kd, m in controls)
+
+
 def _every_run(page: Page, rows: list[dict]) -> None:
     shown = [r for r in resources.names() if any(row.get(f"{r}_fraction") is not None for row in rows)]
     page.heading("Every run")
     page.table(
         ["model", "budget", "method", "scheme", "seed", *(f"{resources.get(r).label} %" for r in shown), "fits", "metric",
-         "fine-tuned", "solver s", "total s", "status"],
+         "fine-tuned", "original fine-tuned", "solver s", "total s", "status"],
         [[r["model"], budget_label(r), method_label(r), r["scheme"], r["seed"], *(pct(r.get(f"{x}_fraction")) for x in shown),
           {1: "yes", 0: "NO", None: ""}[r["fits"]], "" if r["metric_before"] is None else f"{r['metric_before']:.4f}",
-          "" if r["metric_after"] is None else f"{r['metric_after']:.4f}", "" if r["solver_seconds"] is None else f"{r['solver_seconds']:.2f}",
+          "" if r["metric_after"] is None else f"{r['metric_after']:.4f}",
+          "" if r.get("metric_original_finetuned") is None else f"{r['metric_original_finetuned']:.4f}", "" if r["solver_seconds"] is None else f"{r['solver_seconds']:.2f}",
           f"{r['total_seconds']:.1f}", r["status"] if r["status"] == "ok" else f"{r['status']}: {(r['error'] or '').splitlines()[0][:120]}"]
          for r in rows],
     )

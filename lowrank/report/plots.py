@@ -39,6 +39,10 @@ def plot_budget_curves(rows: list[dict], model: str, axis: str, path: Path) -> N
             ax.errorbar(xs, mean, yerr=[lo, hi], fmt=style, color=color, label=method + suffix, capsize=3, ms=4, lw=1.3)
     original = rows[0]["metric_original"]
     ax.axhline(original, color="k", lw=0.8, ls=":", label=f"original {original:.3f}")
+    controls = [r["metric_original_finetuned"] for r in rows if r.get("metric_original_finetuned") is not None]
+    if controls:  # the control for the fine-tuned lines: the original trained by the same recipe
+        control = statistics.fmean(controls)
+        ax.axhline(control, color="k", lw=0.8, ls="--", label=f"original fine-tuned {control:.3f}")
     ax.set_xlabel(axis_xlabel(axis))
     ax.set_ylabel(rows[0]["metric_name"])
     ax.set_title(f"{model}: {rows[0]['metric_name']} vs {axis_title(axis)}")
