@@ -122,12 +122,13 @@ def _sweep_config(args):
     from .experiment.sweep import SweepConfig
 
     overrides = {}
-    for key in ("models", "methods", "seeds", "schemes", "bases", "calib_samples", "select_samples", "finetune_epochs", "finetune_samples", "kd", "name"):
+    for key in ("models", "methods", "seeds", "schemes", "bases", "calib_samples", "finetune_epochs", "finetune_samples", "kd", "name"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
-    if args.eval_samples is not None:
-        overrides["eval_samples"] = _samples(args.eval_samples)
+    for key in ("select_samples", "eval_samples"):  # a number, or "all"
+        if getattr(args, key) is not None:
+            overrides[key] = _samples(getattr(args, key))
     budgets = [{r: v} for r in resources.names() for v in getattr(args, r) or []] + list(args.budget or [])
     if budgets:
         overrides["budgets"] = budgets
@@ -365,8 +366,8 @@ def _add_sweep(sub) -> None:
     what.add_argument("--bases", type=_names, help="weight and/or activation (default both): the basis layers are truncated in")
     what.add_argument("--schemes", type=_names, help=f"{', '.join(SCHEME_CHOICES)} (default channel)")
     what.add_argument("--calib-samples", type=int, help="samples for gradients / sensitivity (default 128)")
-    what.add_argument("--select-samples", type=int, help="samples for choosing cobla's rounding (default 128)")
-    what.add_argument("--eval-samples", help="evaluate on at most this many test samples, or all (default 2000)")
+    what.add_argument("--select-samples", help="samples for choosing cobla's candidate, or all (default all)")
+    what.add_argument("--eval-samples", help="evaluate on at most this many test samples, or all (default all)")
     what.add_argument("--finetune-epochs", type=int, help="fine-tune each compressed model (default 0)")
     what.add_argument("--finetune-samples", type=int, help="cap on samples per fine-tuning epoch")
     what.add_argument("--kd", type=float, help="distillation weight from the original while fine-tuning (default 0)")
