@@ -183,7 +183,7 @@ def cobla(
     select=None,
     warm_start: str = "energy",
     starts: dict | None = None,
-    max_iter: int = 60,
+    max_iter: int = 30,
     step_tol: float = 1e-4,
     h0: float | None = None,
     progress=None,
@@ -197,6 +197,10 @@ def cobla(
     keeps one: the lowest loss unless the top-1 error clearly disagrees. So no start beats
     COBLA's choice on both loss and error: it cannot lose to those methods on the data that
     scores them.
+
+    ``max_iter`` 30: on resnet20- and vgg-fmnist at 30% of the MACs (128 calibration
+    samples), 10 to 60 iterations moved test accuracy by under a point either way while the
+    calibration loss kept falling; more iterations over-fit the calibration samples.
 
     ``objective``: a Differentiable (network loss and gradients w.r.t. the masks).
     ``select(list of (ranks, active) over all groups) -> list of scores`` scores starts and

@@ -59,11 +59,24 @@ def split_calibration(batches: list[Batch], selection_fraction: float = 0.25) ->
     return [(take(x, first), None if y is None else y[first])], [(take(x, last), None if y is None else y[last])]
 
 
+def in_chunks(batches: Iterable[Batch], most: int = 128) -> list[Batch]:
+    """The batches cut to at most ``most`` samples each: the passes are repeated many times,
+    and on a CPU a few hundred images at once run slower per image than a hundred (the
+    activations leave the cache; measured 20% on vgg-fmnist's forward and backward)."""
+    out = []
+    for x, y in batches:
+        n = size(x)
+        for i in range(0, n, most):
+            part = slice(i, min(i + most, n))
+            out.append((take(x, part), None if y is None else y[part]))
+    return out
+
+
 class NetworkLoss:
     """Loss of the masked model on fixed batches; masks and gradients keyed by group name."""
 
     def __init__(self, table: LayerTable, problem: Problem, batches: Sequence[Batch], loss: Callable | None = None):
-        self.table, self.problem, self.batches = table, problem, list(batches)
+        self.table, self.problem, self.batches = table, problem, in_chunks(batches)
         self.groups = {g.name: g for g in problem.groups}
         self.loss_fn = loss
         self._models: dict[tuple, Any] = {}
