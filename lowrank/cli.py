@@ -146,7 +146,7 @@ def _sweep(args) -> int:
     config.check_models()
     runs = config.runs()
     print(f"sweep {config.name!r}: {len(config.models)} models x {len(config.budgets)} budgets x {len(config.methods)} methods "
-          f"x {len(config.schemes)} schemes x {len(config.seeds)} seeds = {len(runs)} runs", file=sys.stderr)
+          f"x {len(config.schemes)} schemes x {len(config.bases)} bases x {len(config.seeds)} seeds = {len(runs)} runs", file=sys.stderr)
     if args.dry_run:
         for r in runs:
             print(r.label())
@@ -249,6 +249,8 @@ def _compress(args) -> int:
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.export and not args.out:
+        raise ValueError("--export needs --out FILE: the exported files are written beside it (FILE with .onnx / .pt2)")
     budget = _budget_of(args)
     entry, model, calib, example = _model_and_data(args)
     result = compress(model, calib, budget, method=args.method, scheme=args.scheme, basis=args.basis, progress=not args.quiet)
@@ -275,10 +277,24 @@ def _compress(args) -> int:
         plan_path = Path(args.plan) if args.plan else out.with_suffix(".plan.json")
         plan_path.write_text(result.plan.to_json())
         print(f"compressed model written to {out} (load with torch.load(path, weights_only=False), lowrank installed); plan: {plan_path}")
+        for fmt in args.export or []:
+            print(_export(result.model, calib, out, fmt))
     elif args.plan:
         Path(args.plan).write_text(result.plan.to_json())
         print(f"plan written to {args.plan}")
     return 0 if fits else 1
+
+
+def _export(model, calib, out, fmt: str):
+    """Export beside ``out`` and check the file on (at most 64 samples of) the first calibration batch."""
+    from .export import FORMATS, export
+    from .model.inputs import take
+    from .model.network_loss import as_batches
+
+    data = calib.calibration() if hasattr(calib, "calibration") else calib
+    x = as_batches(data)[0][0]
+    x = take(x, slice(0, 64))
+    return export(model, x, out.with_suffix(FORMATS[fmt]), fmt)
 
 
 SCHEME_CHOICES = [*kinds.scheme_names(), "auto"]
@@ -435,6 +451,9 @@ def _add_compress(sub) -> None:
     comp.add_argument("--calib", metavar="FILE", help="calibration data (required for a model file; zoo entries use their own split)")
     comp.add_argument("--out", metavar="FILE", help="save the compressed module here (plan beside it as .plan.json)")
     comp.add_argument("--plan", metavar="FILE", help="write the plan as JSON here")
+    comp.add_argument("--export", nargs="+", choices=["onnx", "torch"], metavar="FORMAT",
+                      help="also save the compressed model as onnx (FILE.onnx; extra `export`) and/or torch (torch.export, "
+                      "FILE.pt2) beside --out, each checked against the model on the calibration batch")
     comp.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune a zoo entry after compressing")
     comp.add_argument("--finetune-samples", type=int, default=None, help="cap on samples per fine-tuning epoch")
     comp.add_argument("--kd", type=float, default=0.0, help="distillation weight from the original (default 0)")
