@@ -97,3 +97,17 @@ def test_weight_basis_runs_keep_the_keys_they_were_stored_under():
                 "finetune_samples": None, "kd": 0.0}
     assert RunSpec.from_dict(old_spec).key == "479347f845d3d9f78e4fea2a"
     assert RunSpec.from_dict({**old_spec, "basis": "activation", "calib_samples": 128}).key != "479347f845d3d9f78e4fea2a"
+
+
+@pytest.mark.parametrize("index", [1, 2])
+def test_conv_moments_summed_over_batch_slices_equal_the_whole_batch(index):
+    """Convs unfold a few samples at a time (bounded memory); the moment is the same sum."""
+    from lowrank.kinds import conv2d
+
+    layer, x = _layers_and_inputs()[index]
+    assert len(x) > conv2d.WINDOW_BATCH
+    for scheme in schemes_for(layer).values():
+        v = scheme.input_vectors(layer, x).double()
+        total, n = scheme.input_moment(layer, x)
+        assert n == v.shape[0]
+        torch.testing.assert_close(total, v.T @ v, rtol=1e-10, atol=1e-8)

@@ -68,6 +68,11 @@ class LayerScheme:
         basis whitens by."""
         raise NotImplementedError
 
+    def input_moment(self, module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(sum of v v^T over the input vectors v of one call on ``x``, their count), float64."""
+        v = self.input_vectors(module, x).double()
+        return v.T @ v, v.shape[0]
+
     # --- the factorised module -------------------------------------------------------------
     def factorized(self, dense: nn.Module, rank: int, factors) -> nn.Module:
         """The two-layer module at ``rank`` from ``factors`` = (U, s, Vh) of :meth:`matrix`."""

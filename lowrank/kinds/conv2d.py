@@ -88,6 +88,9 @@ class FactorizedConv2d(nn.Module):
         return out + self.bias[:, None, None] if self.bias is not None else out
 
 
+WINDOW_BATCH = 16  # samples whose windows are unfolded at once while collecting input moments
+
+
 class _Conv2dScheme(LayerScheme):
     module_type, kind, condition = nn.Conv2d, "conv2d", "groups=1"
 
@@ -96,6 +99,17 @@ class _Conv2dScheme(LayerScheme):
 
     def factorized(self, dense, rank, factors):
         return FactorizedConv2d.from_dense(dense, rank, self.name, factors)
+
+    def input_moment(self, module, x):
+        """Summed over slices of the batch: a conv's unfolded windows are up to kh*kw times its
+        input, so unfolding a whole calibration batch at once would multiply the peak memory."""
+        if x.dim() != 4:  # unbatched: one sample
+            return super().input_moment(module, x)
+        total, n = 0, 0
+        for part in x.split(WINDOW_BATCH):
+            moment, count = super().input_moment(module, part)
+            total, n = total + moment, n + count
+        return total, n
 
     @staticmethod
     def _windows(module, x, kernel, stride, dilation, along_h_only=False) -> torch.Tensor:

@@ -72,7 +72,8 @@ class ActivationBasis:
     S is singular when inputs are dead (ReLU zeros) or there are fewer samples than
     dimensions: S + lambda I is used, lambda = ``ridge`` x the mean eigenvalue of S, which keeps
     S^(-1/2) finite and bounds the amplification of never-excited directions by 1/sqrt(ridge).
-    Memory: one d x d float64 moment per (layer, scheme) (``peak_bytes``).
+    Memory: one d x d float64 moment per (layer, scheme) (``peak_bytes``), plus one layer's
+    input vectors for one call while they are summed (convs unfold 16 samples at a time).
     """
 
     kind = "activation"
@@ -110,10 +111,10 @@ def collect_moments(model: nn.Module, layers, batches) -> dict[tuple[str, str], 
         def fn(module, args, out):
             x = args[0].detach()
             for scheme in schemes.values():
-                v = scheme.input_vectors(module, x).double()
-                entry = moments.setdefault((name, scheme.name), [torch.zeros(v.shape[1], v.shape[1], dtype=torch.float64), 0])
-                entry[0] += v.T @ v
-                entry[1] += v.shape[0]
+                total, n = scheme.input_moment(module, x)
+                entry = moments.setdefault((name, scheme.name), [torch.zeros_like(total), 0])
+                entry[0] += total
+                entry[1] += n
 
         return fn
 
