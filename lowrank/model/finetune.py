@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .inputs import call_model, take
+from .inputs import call_model, main_output, take
 
 
 def evaluate(model: nn.Module, entry, limit: int | None = None) -> float:
@@ -64,7 +64,8 @@ def finetune(
         for s in bar:
             idx = perm[s * batch_size : (s + 1) * batch_size]
             xb, yb = take(x, idx), y[idx]
-            out = call_model(model, xb)
+            out = call_model(model, xb)  # moved to the model's device
+            yb = yb.to(main_output(out).device)
             if teacher is not None and kd > 0:
                 with torch.no_grad():
                     t_out = call_model(teacher, xb)

@@ -19,9 +19,19 @@ def call_args(inputs: Any) -> tuple[tuple, dict]:
 
 
 def call_model(model: nn.Module, inputs: Any):
-    """Call ``model`` with a tensor, a tuple of positional inputs, or a dict of keyword inputs."""
-    args, kwargs = call_args(inputs)
+    """Call ``model`` with a tensor, a tuple of positional inputs, or a dict of keyword inputs,
+    moved to the device the model is on (calibration data may live on the CPU)."""
+    args, kwargs = call_args(to_device(inputs, model_device(model)))
     return model(*args, **kwargs)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); the CPU for a model with neither."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
 
 
 def take(x: Any, idx):

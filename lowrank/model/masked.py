@@ -9,7 +9,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .. import kinds
-from .inputs import call_args
+from .inputs import call_args, model_device, to_device
 from .modes import evaluating
 
 
@@ -42,7 +42,7 @@ class MaskedModel(nn.Module):
     def weights(self, masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}
         for name, (scheme, u, s, vh) in self.factors.items():
-            m = masks[name].to(s.dtype)
+            m = masks[name].to(s.device, s.dtype)
             if m.shape != s.shape:
                 raise ValueError(f"mask for {name!r} has shape {tuple(m.shape)}, expected {tuple(s.shape)}")
             matrix = (u * (s * m)) @ vh
@@ -53,7 +53,7 @@ class MaskedModel(nn.Module):
         """The model's output with masked weights. Every other parameter enters detached, so
         gradients reach the masks only (never the user's parameters' ``.grad``), and the
         pass runs in eval mode (no BatchNorm statistics updated)."""
-        args, kwargs = call_args(inputs)
+        args, kwargs = call_args(to_device(inputs, model_device(self.model)))
         params = {name: p.detach() for name, p in self.model.named_parameters()}
         params.update(self.weights(masks))
         with evaluating(self.model):

@@ -22,7 +22,7 @@ from solvers import Differentiable, Problem, Separable
 from solvers.objectives import from_samples
 from solvers.selection import Score
 
-from .inputs import call_checked, main_output, naming_input, size, take
+from .inputs import call_checked, main_output, model_device, naming_input, size, take, to_device
 from .modes import evaluating
 from .table import LayerTable
 
@@ -81,6 +81,7 @@ class NetworkLoss:
         self.loss_fn = loss
         self._models: dict[tuple, Any] = {}
         model = table.model
+        self.device = model_device(model)  # masks are made here; gradients come back to the CPU as numpy
         self.references = []
         with torch.no_grad(), evaluating(model):
             for x, y in self.batches:
@@ -95,10 +96,10 @@ class NetworkLoss:
 
     def _loss(self, out, y, ref):
         if self.loss_fn is not None:
-            return self.loss_fn(out, y if y is not None else ref)
+            return self.loss_fn(out, to_device(y, self.device) if y is not None else ref)
         out = main_output(out)
         if y is not None:
-            return F.cross_entropy(out, y)
+            return F.cross_entropy(out, y.to(out.device))
         return F.mse_loss(out, ref)
 
     def evaluate(self, masks: dict[str, np.ndarray], grad: bool = True, errors: bool = False):
@@ -108,7 +109,7 @@ class NetworkLoss:
         by_layer = {}
         tensors = {}
         for name, m in masks.items():
-            t = torch.as_tensor(np.asarray(m), dtype=torch.float64).requires_grad_(grad)
+            t = torch.as_tensor(np.asarray(m), dtype=torch.float64, device=self.device).requires_grad_(grad)
             tensors[name] = t
             by_layer[self.groups[name].layer] = t
         total_n = sum(size(x) for x, _ in self.batches)
@@ -126,7 +127,7 @@ class NetworkLoss:
                     miss = top1_misses(main_output(out), y)
                     wrong = None if miss is None else wrong + miss
         error = None if wrong is None else wrong / total_n
-        grads = None if not grad else {n: (t.grad.numpy().copy() if t.grad is not None else np.zeros(t.shape)) for n, t in tensors.items()}
+        grads = None if not grad else {n: (t.grad.cpu().numpy().copy() if t.grad is not None else np.zeros(t.shape)) for n, t in tensors.items()}
         return (value, grads, error) if errors else (value, grads)
 
     def __call__(self, masks):
@@ -157,7 +158,7 @@ def top1_misses(out: torch.Tensor, y) -> int | None:
         return None
     if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8) or len(y) != len(out):
         return None
-    return int((out.argmax(1) != y).sum())
+    return int((out.argmax(1).cpu() != y.cpu()).sum())
 
 
 def sensitivity_samples(
