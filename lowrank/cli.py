@@ -122,7 +122,7 @@ def _sweep_config(args):
     from .experiment.sweep import SweepConfig
 
     overrides = {}
-    for key in ("models", "methods", "seeds", "schemes", "bases", "calib_samples", "finetune_epochs", "finetune_samples", "kd", "name"):
+    for key in ("models", "methods", "seeds", "schemes", "bases", "rank_multiples", "calib_samples", "finetune_epochs", "finetune_samples", "kd", "name"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
@@ -146,7 +146,7 @@ def _sweep(args) -> int:
     config.check_models()
     runs = config.runs()
     print(f"sweep {config.name!r}: {len(config.models)} models x {len(config.budgets)} budgets x {len(config.methods)} methods "
-          f"x {len(config.schemes)} schemes x {len(config.bases)} bases x {len(config.seeds)} seeds = {len(runs)} runs", file=sys.stderr)
+          f"x {len(config.schemes)} schemes x {len(config.bases)} bases x {len(config.rank_multiples)} rank multiples x {len(config.seeds)} seeds = {len(runs)} runs", file=sys.stderr)
     if args.dry_run:
         for r in runs:
             print(r.label())
@@ -253,7 +253,8 @@ def _compress(args) -> int:
         raise ValueError("--export needs --out FILE: the exported files are written beside it (FILE with .onnx / .pt2)")
     budget = _budget_of(args)
     entry, model, calib, example = _model_and_data(args)
-    result = compress(model, calib, budget, method=args.method, scheme=args.scheme, basis=args.basis, progress=not args.quiet)
+    result = compress(model, calib, budget, method=args.method, scheme=args.scheme, basis=args.basis,
+                      rank_multiple=args.rank_multiple, progress=not args.quiet)
     print(result.plan.table())
     counts = count(result.model, example, result.plan.totals_after)
     limits = result.plan.limits
@@ -379,6 +380,7 @@ def _add_sweep(sub) -> None:
     what.add_argument("--budget", type=_joint_budget, action="append", metavar="macs=F,params=F", help="a joint budget (repeatable)")
     what.add_argument("--methods", type=_names, help=f"comma-separated, or all ({', '.join(solvers.methods())})")
     what.add_argument("--seeds", type=_ints, help="comma-separated; a seed picks the calibration samples and fine-tuning order")
+    what.add_argument("--rank-multiples", type=_ints, help="comma-separated, e.g. 1,8: ranks in multiples of each (default 1)")
     what.add_argument("--bases", type=_names, help="weight and/or activation (default both): the basis layers are truncated in")
     what.add_argument("--schemes", type=_names, help=f"{', '.join(SCHEME_CHOICES)} (default channel)")
     what.add_argument("--calib-samples", type=int, help="samples for gradients / sensitivity (default 128)")
@@ -446,6 +448,8 @@ def _add_compress(sub) -> None:
     _add_budget_flags(comp)
     comp.add_argument("--method", default="cobla", choices=solvers.methods(), help="allocation method (default cobla)")
     comp.add_argument("--scheme", default="channel", choices=SCHEME_CHOICES)
+    comp.add_argument("--rank-multiple", type=int, default=1, metavar="K",
+                      help="every factorised rank a multiple of K, chosen inside the optimisation (default 1)")
     comp.add_argument("--basis", default="activation", choices=["weight", "activation"],
                       help="activation (default): the SVD whitened by each layer's input on the calibration data; weight: the plain weight SVD")
     comp.add_argument("--calib", metavar="FILE", help="calibration data (required for a model file; zoo entries use their own split)")

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from torch import nn
 
 import solvers
+from solvers.multiples import Multiples
 
 from .budget import Budget
 from .model import needs
@@ -39,6 +40,7 @@ def compress(
     include=None,
     measured: Any = None,
     basis: str = "activation",
+    rank_multiple: int = 1,
     **solver_options,
 ) -> CompressionResult:
     """Factorise ``model``'s layers so that the result fits ``budget``.
@@ -55,6 +57,9 @@ def compress(
     data before its SVD, so truncation keeps the layer's output on that data; ``weight``
     truncates the plain weight SVD. Costs are the same; in the default sweep the activation
     basis was better for 95 of 96 (model, budget, method) cells and never worse.
+    ``rank_multiple``: every factorised layer's rank is a multiple of it (a dense layer keeps
+    its full rank), chosen inside the optimisation by every method (see solvers.multiples);
+    hardware runs such ranks faster, and every budget still holds.
     Pass a prebuilt ``table`` to reuse its SVDs, ``measured`` to reuse a method's
     budget-independent measurement (e.g. a cached sensitivity table); ``include`` (name
     prefixes or a predicate) limits which layers may be factorised.
@@ -79,7 +84,11 @@ def compress(
         if measured is None and provider.measure is not None:
             measured = provider.measure(table, problem, batches, loss, label)
         solver_options = {**provider.options(table, problem, measured, batches, select_batches, loss, label), **solver_options}
-    alloc = solvers.solve(problem, method=method, **solver_options)
+    if rank_multiple > 1:  # every method solves the problem restated over blocks of rank_multiple values
+        multiples = Multiples(problem, rank_multiple)
+        alloc = multiples.allocation(solvers.solve(multiples.problem, method=method, **multiples.options(solver_options)))
+    else:
+        alloc = solvers.solve(problem, method=method, **solver_options)
     if progress and "progress" in solver_options:
         print(file=sys.stderr)  # end the progress line
     plan = Plan.from_allocation(table, alloc, budget.limits(table.totals_of(problem.resources)))

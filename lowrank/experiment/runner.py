@@ -48,6 +48,7 @@ class RunSpec:
     limits: tuple = ()  # ((resource, limit), ...), stored in registration order
     scheme: str = "channel"
     basis: str = "weight"  # "activation": whitened by calibration data (see lowrank.model.basis)
+    rank_multiple: int = 1  # every factorised rank a multiple of this (see solvers.multiples)
     seed: int = 0
     calib_samples: int | None = 128  # drawn (by seed) from the calibration split; None: all (or unused)
     select_samples: int | None = 128  # drawn (by seed) from the selection split
@@ -62,6 +63,8 @@ class RunSpec:
             raise ValueError("a run needs a budget on at least one of " + ", ".join(resources.names()))
         object.__setattr__(self, "limits", tuple(Budget(limits).items()))  # validates
         solvers.method(self.method)  # validates
+        if int(self.rank_multiple) != self.rank_multiple or self.rank_multiple < 1:
+            raise ValueError(f"rank_multiple must be a positive integer, got {self.rank_multiple!r}")
         if self.basis not in BASES:
             raise ValueError(f"unknown basis {self.basis!r}; choose {', '.join(BASES)}")
         if self.scheme != "auto":
@@ -91,6 +94,8 @@ class RunSpec:
         flat = self.to_dict()
         if flat["basis"] == "weight":  # runs stored before bases existed keep their keys
             del flat["basis"]
+        if flat["rank_multiple"] == 1:  # likewise before rank multiples
+            del flat["rank_multiple"]
         return digest({k: v for k, v in flat.items() if not (k.startswith("budget_") and v is None and k not in _KEY_BUDGET_FIELDS)})
 
     @property
@@ -106,7 +111,8 @@ class RunSpec:
     def label(self) -> str:
         parts = [f"{r} {v:g}" for r, v in self.limits]
         basis = "" if self.basis == "weight" else f" {self.basis} basis"
-        return f"{self.model} {self.method}{basis} {' '.join(parts)} seed {self.seed}"
+        multiple = "" if self.rank_multiple == 1 else f" ranks x{self.rank_multiple}"
+        return f"{self.model} {self.method}{basis}{multiple} {' '.join(parts)} seed {self.seed}"
 
 
 # --- provenance ---------------------------------------------------------------------------
@@ -248,7 +254,7 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
         measured = cache.get(provider.cache_kind, key, lambda: provider.measure(table, problem, as_batches(calib), None, None))
     torch.manual_seed(run.seed)
     result = compress(model, calib, run.budget, method=run.method, scheme=run.scheme, table=table, selection=selection,
-                      measured=measured, basis=run.basis)
+                      measured=measured, basis=run.basis, rank_multiple=run.rank_multiple)
     out["solver_seconds"] = float(result.allocation.info.get("solve_seconds", 0.0))
     out.update(_costs(run, table, result, entry.example_input()))
     out["metric_before"] = float(entry.evaluate(result.model, limit=run.eval_samples))

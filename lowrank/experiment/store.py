@@ -30,7 +30,7 @@ def _resource_columns() -> dict[str, str]:
 COLUMNS = {
     "key": "TEXT PRIMARY KEY",
     "status": "TEXT NOT NULL",  # ok | infeasible | error
-    "model": "TEXT", "dataset": "TEXT", "metric_name": "TEXT", "method": "TEXT", "scheme": "TEXT", "basis": "TEXT", "seed": "INTEGER",
+    "model": "TEXT", "dataset": "TEXT", "metric_name": "TEXT", "method": "TEXT", "scheme": "TEXT", "basis": "TEXT", "rank_multiple": "INTEGER", "seed": "INTEGER",
     "calib_samples": "INTEGER", "select_samples": "INTEGER", "eval_samples": "INTEGER",
     "finetune_epochs": "INTEGER", "finetune_samples": "INTEGER", "kd": "REAL",
     **_resource_columns(),

@@ -39,6 +39,7 @@ class SweepConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     schemes: list[str] = field(default_factory=lambda: ["channel"])
     bases: list[str] = field(default_factory=lambda: list(DEFAULT_BASES))
+    rank_multiples: list[int] = field(default_factory=lambda: [1])
     calib_samples: int = 128
     # Whole splits (None) by default: cobla's choice among its candidates and the reported
     # metric are only as sharp as these samples (at 90% accuracy, 2,000 test samples leave a
@@ -50,8 +51,8 @@ class SweepConfig:
     kd: float = 0.0
 
     def __post_init__(self):
-        if not self.models or not self.budgets or not self.methods or not self.seeds or not self.schemes or not self.bases:
-            raise ValueError("a sweep needs at least one model, budget, method, seed, scheme and basis")
+        if not (self.models and self.budgets and self.methods and self.seeds and self.schemes and self.bases and self.rank_multiples):
+            raise ValueError("a sweep needs at least one model, budget, method, seed, scheme, basis and rank multiple")
         if self.methods == ["all"]:
             self.methods = list(solvers.methods())
         unknown = [m for m in self.methods if m not in solvers.methods()]
@@ -102,7 +103,7 @@ class SweepConfig:
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known | set(resources.names())))}")
-        for key in ("models", "methods", "seeds", "schemes", "bases"):
+        for key in ("models", "methods", "seeds", "schemes", "bases", "rank_multiples"):
             if key in raw:
                 raw[key] = _as_list(raw[key])
         return cls(**raw)
@@ -113,13 +114,14 @@ class SweepConfig:
     def runs(self) -> list[RunSpec]:
         """Every run of the sweep, model-major, without duplicates."""
         specs: dict[str, RunSpec] = {}
-        for model, budget, method, scheme, basis, seed in itertools.product(
-            self.models, self.budgets, self.methods, self.schemes, self.bases, self.seeds
+        for model, budget, method, scheme, basis, multiple, seed in itertools.product(
+            self.models, self.budgets, self.methods, self.schemes, self.bases, self.rank_multiples, self.seeds
         ):
             # calibration samples only where they are used: by the method, or by the basis
             needs_data = solvers.method(method).uses_data
             spec = RunSpec(
-                model=model, method=method, limits=tuple(budget.items()), scheme=scheme, basis=basis, seed=int(seed),
+                model=model, method=method, limits=tuple(budget.items()), scheme=scheme, basis=basis,
+                rank_multiple=int(multiple), seed=int(seed),
                 calib_samples=self.calib_samples if needs_data or basis != "weight" else None,
                 select_samples=self.select_samples if needs_data else None,
                 eval_samples=self.eval_samples, finetune_epochs=self.finetune_epochs,

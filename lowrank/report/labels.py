@@ -37,9 +37,12 @@ def axis_order(axis: str) -> tuple:
 
 
 def method_label(row: dict) -> str:
-    """``cobla``, or ``cobla (activation)`` for a run in the data-aware basis."""
+    """``cobla``, ``cobla (activation)`` for a run in the data-aware basis, ``cobla (ranks x8)``
+    for ranks in multiples of 8."""
     basis = row.get("basis") or "weight"
-    return row["method"] if basis == "weight" else f"{row['method']} ({basis})"
+    multiple = row.get("rank_multiple") or 1
+    notes = ([basis] if basis != "weight" else []) + ([f"ranks x{multiple}"] if multiple != 1 else [])
+    return f"{row['method']} ({', '.join(notes)})" if notes else row["method"]
 
 
 def budget_label(row: dict) -> str:
