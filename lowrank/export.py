@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,9 @@ def export(model: nn.Module, example: Any, path: str | Path, format: str = "onnx
     path.parent.mkdir(parents=True, exist_ok=True)
     check_inputs = example if check_inputs is None else check_inputs
     args, kwargs = call_args(example)
-    with evaluating(model), torch.no_grad():
+    with evaluating(model), torch.no_grad(), warnings.catch_warnings():
+        # torch's own exporter trips a deprecation inside torch (pytree LeafSpec): not the user's concern
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
         program, dynamic = _exported_program(model, args, kwargs)
         expected = _leaves(model(*call_args(check_inputs)[0], **call_args(check_inputs)[1]))
         if format == "torch":
@@ -91,9 +95,17 @@ def _exported_program(model, args, kwargs):
 
 
 def _save_onnx(model, args, kwargs, path: Path, dynamic) -> None:
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its steps on stdout
-        torch.onnx.export(model, args, str(path), kwargs=kwargs or None, dynamo=True, dynamic_shapes=dynamic,
-                          external_data=False, verbose=False)
+    # The exporter narrates its steps on stdout and warns about torchvision operators it skips
+    # (none of which a factorised model uses): keep both out of the user's terminal.
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            torch.onnx.export(model, args, str(path), kwargs=kwargs or None, dynamo=True, dynamic_shapes=dynamic,
+                              external_data=False, verbose=False)
+    finally:
+        registry_log.setLevel(level)
 
 
 def _run_onnx(path: Path, inputs) -> list[torch.Tensor]:
