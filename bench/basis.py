@@ -13,7 +13,6 @@ the MACs in either basis. Writes reports/basis.md and reports/basis.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _report import command, write_report  # noqa: E402  (bench/ is this script's own path entry)
 
 
 def measure(model_name: str, scheme: str, calib: int) -> dict:
@@ -115,13 +116,7 @@ def main():
 
 
 def write(rows, args):
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "basis.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    cmd = " ".join(["python bench/basis.py"] + [a for a in sys.argv[1:]])
+    cmd = command(__file__)
     lines = [
         "# The data-aware (activation) basis: cost and effect", "",
         f"Made by `{cmd}` (one torch thread, each row in a fresh process). Moments are collected on {args.calib} "
@@ -133,8 +128,7 @@ def write(rows, args):
     ]
     lines += [f"| {r['model']} | {r['scheme']} | {r['layers']} | {r['rank_deficient']} of {r['moments']} | {r['seconds']} | "
               f"{r['moments_mib']} | {r['largest_slice_mib']} ({r['whole_batch_mib']}) | {r['exact_50_weight']:.2%} | {r['exact_50_activation']:.2%} |" for r in rows]
-    (out / "basis.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, "basis", rows, lines)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import os
 import platform
 import sys
@@ -34,6 +33,7 @@ import lowrank  # noqa: E402
 from lowrank import Budget  # noqa: E402
 from lowrank.experiment.runner import count  # noqa: E402
 from lowrank.zoo import get  # noqa: E402
+from _report import command, write_report  # noqa: E402
 
 
 def import_aimet():
@@ -125,15 +125,9 @@ def main():
 
 
 def write(rows, args, version):
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "peer_aimet.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
     aimet = rows[0]
     cobla = [r for r in rows if r["tool"].startswith("lowrank cobla (activation") and r["target_macs"] == aimet["macs_fraction"]]
-    cmd = " ".join(["python bench/peer_aimet.py"] + sys.argv[1:])
+    cmd = command(__file__)
     lines = [
         f"# lowrank vs {version} on {args.model} (spatial scheme)", "",
         f"Made by `{cmd}` on {platform.node()} ({args.threads} torch threads, one run each). Both tools see the same "
@@ -147,8 +141,7 @@ def write(rows, args, version):
     if cobla:
         lines += ["", f"At the MACs AIMET reached, lowrank cobla took {cobla[0]['seconds'] / aimet['seconds']:.2f}x AIMET's time, "
                       f"for {100 * (cobla[0]['test_accuracy'] - aimet['test_accuracy']):+.2f} points of test accuracy."]
-    (out / "peer_aimet.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, "peer_aimet", rows, lines)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ reports/speed.md and reports/speed.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import statistics
 import sys
@@ -29,6 +28,7 @@ import lowrank  # noqa: E402
 from lowrank import Budget  # noqa: E402
 from lowrank.experiment.runner import _subset, count  # noqa: E402
 from lowrank.zoo import get  # noqa: E402
+from _report import command, write_report  # noqa: E402
 
 
 def alternating_times(a, b, x, repeats: int) -> tuple[list[float], list[float]]:
@@ -87,13 +87,7 @@ def main():
 
 
 def write(rows, args):
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "speed.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    cmd = " ".join(["python bench/speed.py"] + sys.argv[1:])
+    cmd = command(__file__)
     lines = [
         "# Speed bought by a MAC budget (CPU)", "",
         f"Made by `{cmd}` on {platform.node()} ({platform.processor() or platform.machine()}), torch {torch.__version__}: "
@@ -106,8 +100,7 @@ def write(rows, args):
     ]
     lines += [f"| {r['model']} | {r['scheme']} | {r['budget_macs']:.0%} | {r['rank_multiple']} | {r['macs_kept']:.1%} | {r['original_ms']} | "
               f"{r['rebuilt_ms']} | {r['speedup']:.2f}x | {r['of_mac_limit']:.2f} | {r['noise']:.1%} | {r['accuracy']:.2%} |" for r in rows]
-    (out / "speed.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, "speed", rows, lines)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lowrank  # noqa: E402
 from lowrank import Budget  # noqa: E402
 from lowrank.zoo import get  # noqa: E402
+from _report import command, write_report  # noqa: E402
 
 METHODS = ["uniform", "energy", "alds", "zhang", "sensitivity", "exact", "cobla"]
 
@@ -69,15 +69,8 @@ def main():
             "acc_compressed": entry.evaluate(result.model),
         }, result.model)
         rows[-1]["seconds"] = round(time.time() - t0, 1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    keys = list(rows[0])
-    with open(out / "vgg_fmnist.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        w.writerows(rows)
     ft = f"{args.epochs} epoch(s)" + (f" of {args.samples_per_epoch:,} training images each" if args.samples_per_epoch else " over the full train split")
-    cmd = " ".join(["python bench/vgg_fmnist.py"] + sys.argv[1:])
+    cmd = command(__file__)
     lines = [
         f"# vgg-fmnist at {args.macs:.0%} of MACs ({args.scheme} scheme, {args.basis} basis)", "",
         f"Made by `{cmd}`. Original test accuracy {base_acc:.2%} (10,000 Fashion-MNIST test images). "
@@ -90,8 +83,7 @@ def main():
     for r in rows:
         lines.append(f"| {r['method']} | {r['macs_fraction']:.1%} | {r['params_fraction']:.1%} | {r['acc_compressed']:.2%} | "
                      f"{r['acc_finetuned']:.2%} | {r['acc_finetuned_kd']:.2%} | {r['compress_seconds']} |")
-    (out / "vgg_fmnist.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, "vgg_fmnist", rows, lines)
 
 
 if __name__ == "__main__":
