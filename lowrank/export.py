@@ -57,14 +57,15 @@ def export(model: nn.Module, example: Any, path: str | Path, format: str = "onnx
     path.parent.mkdir(parents=True, exist_ok=True)
     check_inputs = example if check_inputs is None else check_inputs
     args, kwargs = call_args(example)
+    check_args, check_kwargs = call_args(check_inputs)
     with evaluating(model), torch.no_grad(), warnings.catch_warnings():
         # torch's own exporter trips a deprecation inside torch (pytree LeafSpec): not the user's concern
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
         program, dynamic = _exported_program(model, args, kwargs)
-        expected = _leaves(model(*call_args(check_inputs)[0], **call_args(check_inputs)[1]))
+        expected = _leaves(model(*check_args, **check_kwargs))
         if format == "torch":
             torch.export.save(program, path)
-            got = _leaves(torch.export.load(path).module()(*call_args(check_inputs)[0], **call_args(check_inputs)[1]))
+            got = _leaves(torch.export.load(path).module()(*check_args, **check_kwargs))
         else:
             _save_onnx(model, args, kwargs, path, dynamic)
             got = _run_onnx(path, check_inputs)

@@ -263,9 +263,7 @@ def _scorer(problem: Problem, objective, select):
     def by_objective(allocs):
         out = []
         for ranks, active in allocs:
-            masks = {g.name: (np.arange(g.full_rank) < g.normalise(int(r))).astype(np.float64)
-                     for g, r, a in zip(problem.groups, ranks, active) if a}
-            out.append(Score(float(objective(masks)[0])))
+            out.append(Score(float(objective(problem.prefix_masks(ranks, active))[0])))
         return out
 
     return by_objective

@@ -87,6 +87,10 @@ class Group:
         rank = int(rank)
         return max((self.dense_from if self.is_dense(rank) else rank) - 1, 0)
 
+    def prefix_mask(self, rank: int) -> np.ndarray:
+        """The 0/1 mask keeping the top ``rank`` values (all of them where the layer stays dense)."""
+        return (np.arange(self.full_rank) < self.normalise(rank)).astype(np.float64)
+
     def is_dense(self, rank: int) -> bool:
         return int(rank) >= self.dense_from
 
@@ -168,6 +172,11 @@ class Problem:
             if a:
                 total += g.cost(int(r))
         return total
+
+    def prefix_masks(self, ranks: Sequence[int], active: Sequence[bool]) -> dict[str, np.ndarray]:
+        """Group name -> prefix mask, for the active group of every layer: an allocation as the
+        masks a network-loss objective takes."""
+        return {g.name: g.prefix_mask(int(r)) for g, r, a in zip(self.groups, ranks, active) if a}
 
     def default_active(self) -> np.ndarray:
         """First alternative of every layer."""

@@ -79,6 +79,11 @@ class LayerScheme:
         raise NotImplementedError
 
 
+def pad_mode(conv: nn.Module) -> str:
+    """The ``F.pad`` mode that reproduces a conv's own padding ("zeros" is "constant")."""
+    return "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+
+
 _SCHEMES: list[LayerScheme] = []
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import LayerScheme, register, split_factors
+from . import LayerScheme, pad_mode, register, split_factors
 
 
 class FactorizedConv1d(nn.Module):
@@ -59,10 +59,6 @@ class FactorizedConv1d(nn.Module):
         return out + self.bias[:, None] if self.bias is not None else out
 
 
-def _pad_mode(conv) -> str:
-    return "constant" if conv.padding_mode == "zeros" else conv.padding_mode
-
-
 class Conv1dChannel(LayerScheme):
     module_type, kind, name, condition = nn.Conv1d, "conv1d", "channel", "groups=1"
 
@@ -81,7 +77,7 @@ class Conv1dChannel(LayerScheme):
 
     def input_vectors(self, module, x):
         # the conv's own padding (any mode), then every k-wide window: (batch * length, C_in * k)
-        x = F.pad(x, module._reversed_padding_repeated_twice, mode=_pad_mode(module))
+        x = F.pad(x, module._reversed_padding_repeated_twice, mode=pad_mode(module))
         k, stride, dilation = module.kernel_size[0], module.stride[0], module.dilation[0]
         cols = F.unfold(x[:, :, None, :], (1, k), dilation=(1, dilation), stride=(1, stride))
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import LayerScheme, register, split_factors
+from . import LayerScheme, pad_mode, register, split_factors
 
 
 class FactorizedConv2d(nn.Module):
@@ -118,7 +118,7 @@ class _Conv2dScheme(LayerScheme):
         pad = list(module._reversed_padding_repeated_twice)  # (left, right, top, bottom)
         if along_h_only:
             pad[0] = pad[1] = 0
-        x = F.pad(x, pad, mode="constant" if module.padding_mode == "zeros" else module.padding_mode)
+        x = F.pad(x, pad, mode=pad_mode(module))
         cols = F.unfold(x, kernel, dilation=dilation, stride=stride)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 

@@ -142,11 +142,7 @@ class NetworkLoss:
         n = sum(size(x) for x, _ in self.batches)
         out = []
         for ranks, active in allocations:
-            masks = {}
-            for g, r, a in zip(self.problem.groups, ranks, active):
-                if a:
-                    masks[g.name] = (np.arange(g.full_rank) < g.normalise(int(r))).astype(np.float64)
-            value, _, error = self.evaluate(masks, grad=False, errors=True)
+            value, _, error = self.evaluate(self.problem.prefix_masks(ranks, active), grad=False, errors=True)
             out.append(Score(value, error, None if error is None else n))
         return out
 
@@ -176,7 +172,7 @@ def sensitivity_samples(
         ranks = sorted({int(round(f * g.full_rank)) for f in fractions} | {0, g.full_rank})
         losses = []
         for r in ranks:
-            m = (np.arange(g.full_rank) < g.normalise(r)).astype(np.float64)
+            m = g.prefix_mask(r)
             losses.append(net.evaluate({**others, g.name: m}, grad=False)[0])
         samples[g.name] = (ranks, losses)
         if progress:
