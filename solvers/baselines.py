@@ -106,7 +106,7 @@ def zhang(problem: Problem) -> Allocation:
         g, r = groups[gi], int(ranks[gi])
         if r == 0:
             return None
-        new = g.step_down(r)
+        new = g.step_down(r, over_weight)
         saved = float((g.cost(r) - g.cost(new)) @ over_weight)
         loss = np.log(max(kept[gi][r], 1e-300)) - np.log(max(kept[gi][new], 1e-300))
         return (loss / saved if saved > 0 else np.inf), gi, new

@@ -7,7 +7,9 @@ greedily; if the certified gap is still above ``gap_tol`` it closes it by branch
 (HiGHS through ``scipy.optimize.milp``), warm from that bound.
 
 Costs in the Lagrangian are linear in r inside a group, so only the lower convex hull of each
-group's loss curve matters there; the hulls are computed once.
+group's loss curve matters there; the hulls are computed once. Measured step-shaped costs
+(latency tables) break that linearity: such problems go to branch-and-bound directly, which
+takes every rank's measured cost as it is.
 """
 from __future__ import annotations
 
@@ -247,7 +249,7 @@ def option_matrix(problem: Problem, objective: Separable):
         n_fact = min(g.dense_from, g.full_rank + 1)
         r = np.arange(n_fact)
         loss.append(objective.curves[g.name][:n_fact])
-        cost.append(g.fixed_cost + r[:, None] * g.rank_cost)
+        cost.append(g.factorised_cost(r))
         owner += [(gi, int(k)) for k in r]
         if g.dense_from <= g.full_rank:
             loss.append([objective.curves[g.name][g.full_rank]])
@@ -309,6 +311,8 @@ def branch_and_bound(problem: Problem, objective: Separable, time_limit: float, 
 def exact(problem: Problem, objective=None, gap_tol: float = 1e-4, time_limit: float = 60.0) -> Allocation:
     """Optimal for separable objectives, with a certified relative gap <= ``gap_tol``."""
     obj = separable_objective(problem, objective)
+    if problem.has_tables:
+        return _exact_on_tables(problem, obj, gap_tol, time_limit)
     t0 = time.perf_counter()
     lag = Lagrangian(problem, obj)
     dual, lam, feasible = maximise_dual(lag)
@@ -333,3 +337,22 @@ def exact(problem: Problem, objective=None, gap_tol: float = 1e-4, time_limit: f
         gap = _relative_gap(best.loss, dual)
     info.update(lower_bound=float(dual), gap=float(gap), objective_name=obj.name)
     return Allocation(problem, best.ranks, "exact", active=best.active, objective=best.loss, info=info)
+
+
+def _exact_on_tables(problem: Problem, obj: Separable, gap_tol: float, time_limit: float) -> Allocation:
+    """Step-shaped measured costs: the multiple-choice knapsack over every rank's measured
+    cost, by branch-and-bound alone (the Lagrangian's linear costs would misprice it)."""
+    t0 = time.perf_counter()
+    out = branch_and_bound(problem, obj, time_limit, gap_tol / 2)
+    info = {"closed_by": "branch-and-bound (measured cost tables)", "objective_name": obj.name}
+    if out is None:  # no answer in the time limit: rank 0 everywhere (feasible, as checked before)
+        ranks, active = np.zeros(len(problem.groups), dtype=np.int64), problem.default_active()
+        info["milp_message"] = "no solution within the time limit; every layer at rank 0"
+    else:
+        ranks, active, bound, message, kept = out
+        info.update(milp_message=message, milp_options=kept, lower_bound=bound)
+    loss = obj.total(problem, ranks, active)
+    if info.get("lower_bound") is not None:
+        info["gap"] = _relative_gap(loss, info["lower_bound"])
+    info["milp_seconds"] = time.perf_counter() - t0
+    return Allocation(problem, ranks, "exact", active=active, objective=loss, info=info)

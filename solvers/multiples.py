@@ -8,7 +8,9 @@ method (and COBLA's relaxation, whose masks become one per block) solves that pr
 unchanged; a block count u maps back to rank min(u k, full rank).
 
 Budgets stay exact promises: a layer's last block may hold fewer than k values but is
-charged for k, so the true cost of the mapped ranks is at most the blocked problem's.
+charged for k, so the true cost of the mapped ranks is at most the blocked problem's. A
+measured cost table (latency) is restated exactly: block count u costs what rank
+min(u k, full) was measured at.
 """
 from __future__ import annotations
 
@@ -29,8 +31,8 @@ class Multiples:
             raise ValueError(f"rank_multiple must be a positive integer, got {k!r}")
         self.original, self.k = problem, int(k)
         self.sizes = [g.full_rank for g in problem.groups]
-        groups = [Group(g.name, _block_values(g.values, self.k), g.rank_cost * self.k, g.fixed_cost, g.dense_cost, g.layer, g.option)
-                  for g in problem.groups]
+        groups = [Group(g.name, _block_values(g.values, self.k), g.rank_cost * self.k, g.fixed_cost, g.dense_cost, g.layer, g.option,
+                        _block_table(g, self.k)) for g in problem.groups]
         self.problem = Problem(groups, problem.budgets, problem.resources, problem.base_cost, problem.reference_cost,
                                self.objective(problem.objective), {**problem.meta, "rank_multiple": self.k})
 
@@ -96,6 +98,14 @@ class Multiples:
             return select([(self.ranks(units), active) for units, active in allocations])
 
         return blocked
+
+
+def _block_table(g: Group, k: int) -> np.ndarray | None:
+    """A measured cost table per block count u: the original's cost at rank min(u k, full)."""
+    if not g.has_table:
+        return None
+    n = g.full_rank
+    return g.cost_table[[min(u * k, n) for u in range(-(-n // k) + 1)]]
 
 
 def _block_values(values: np.ndarray, k: int) -> np.ndarray:

@@ -6,6 +6,12 @@ singular values of which a prefix (the top r) is kept. Keeping r values costs
 budgets linear constraints on the 0/1 masks. Once factorising stops paying (from rank
 ``dense_from`` on) the layer is left dense at ``dense_cost`` and full accuracy.
 
+A measured resource (latency) is step-shaped in r, not linear: a group may carry a
+``cost_table`` with its cost at every rank 0..full. Where it has one, the table is the
+truth (costs, feasibility, ``dense_from``) and ``fixed_cost + r * rank_cost`` is only the
+linear model that relaxations use; methods built on the linear model repair their result
+against the table (see ``solvers.registry.solve``).
+
 Groups that share a ``layer`` label are alternatives (e.g. ``channel`` versus ``spatial``
 for one conv): exactly one of them is used.
 """
@@ -42,6 +48,7 @@ class Group:
     dense_cost: np.ndarray
     layer: str | None = None  # groups with the same layer are alternatives (schemes)
     option: str | None = None  # e.g. the scheme name
+    cost_table: np.ndarray | None = None  # (full_rank + 1, resources): factorised cost per rank; NaN = linear
 
     def __post_init__(self):
         self.values = np.asarray(self.values, dtype=np.float64).reshape(-1)
@@ -57,6 +64,26 @@ class Group:
         self.dense_cost = _as_costs(self.dense_cost, k, f"group {self.name!r} dense_cost")
         if self.layer is None:
             self.layer = self.name
+        if self.cost_table is not None:
+            t = np.asarray(self.cost_table, dtype=np.float64)
+            if t.shape != (self.full_rank + 1, k):
+                raise ValueError(f"group {self.name!r}: cost_table must have shape {(self.full_rank + 1, k)}, got {t.shape}")
+            if np.any(t[~np.isnan(t)] < 0) or np.any(np.isinf(t)):
+                raise ValueError(f"group {self.name!r}: cost_table entries must be finite and non-negative (NaN: linear)")
+            self.cost_table = None if np.all(np.isnan(t)) else t
+
+    @property
+    def has_table(self) -> bool:
+        return self.cost_table is not None
+
+    def factorised_cost(self, rank) -> np.ndarray:
+        """Cost per resource of the two-layer form at ``rank`` (scalar or array), no dense fallback."""
+        r = np.asarray(rank)
+        linear = self.fixed_cost + r[..., None] * self.rank_cost
+        if self.cost_table is None:
+            return linear
+        measured = self.cost_table[r.astype(np.int64)]
+        return np.where(np.isnan(measured), linear, measured)
 
     @property
     def full_rank(self) -> int:
@@ -69,8 +96,7 @@ class Group:
         From this rank on the layer stays dense (at full accuracy); ``full_rank + 1`` means
         factorising pays even at full rank.
         """
-        r = np.arange(self.full_rank + 1)
-        factorised = self.fixed_cost[None, :] + r[:, None] * self.rank_cost[None, :]
+        factorised = self.factorised_cost(np.arange(self.full_rank + 1))
         not_cheaper = np.any(factorised >= self.dense_cost[None, :], axis=1)
         hits = np.flatnonzero(not_cheaper)
         return int(hits[0]) if hits.size else self.full_rank + 1
@@ -82,10 +108,17 @@ class Group:
             raise ValueError(f"group {self.name!r}: rank {rank} outside 0..{self.full_rank}")
         return self.full_rank if rank >= self.dense_from else rank
 
-    def step_down(self, rank: int) -> int:
-        """The next cheaper rank: one less, or from dense down to the last rank that pays."""
+    def step_down(self, rank: int, weight: np.ndarray | None = None) -> int:
+        """The next cheaper rank: one less, or from dense down to the last rank that pays; on a
+        measured (step-shaped) table, down to the first rank that saves something (weighted
+        by ``weight`` per resource, e.g. zero for resources without a budget)."""
         rank = int(rank)
-        return max((self.dense_from if self.is_dense(rank) else rank) - 1, 0)
+        now = self.cost(rank)
+        new = max((self.dense_from if self.is_dense(rank) else rank) - 1, 0)
+        w = np.ones_like(now) if weight is None else np.asarray(weight)
+        while self.has_table and new > 0 and not (now - self.cost(new)) @ w > 0:
+            new -= 1
+        return new
 
     def prefix_mask(self, rank: int) -> np.ndarray:
         """The 0/1 mask keeping the top ``rank`` values (all of them where the layer stays dense)."""
@@ -97,8 +130,7 @@ class Group:
     def cost(self, rank) -> np.ndarray:
         """Cost per resource at ``rank`` (scalar or array of ranks -> (..., K))."""
         r = np.asarray(rank)
-        factorised = self.fixed_cost + r[..., None] * self.rank_cost
-        return np.where((r >= self.dense_from)[..., None], self.dense_cost, factorised)
+        return np.where((r >= self.dense_from)[..., None], self.dense_cost, self.factorised_cost(r))
 
     def energy_kept(self, rank: int) -> float:
         """Fraction of squared Frobenius norm kept at ``rank`` (1 when dense)."""
@@ -155,6 +187,11 @@ class Problem:
     @property
     def has_alternatives(self) -> bool:
         return any(len(v) > 1 for v in self.layers.values())
+
+    @property
+    def has_tables(self) -> bool:
+        """Whether some group's costs are a measured per-rank table (not linear in the rank)."""
+        return any(g.has_table for g in self.groups)
 
     @property
     def n_masks(self) -> int:

@@ -75,6 +75,10 @@ def solve(problem: Problem, method: str = "uniform", **options) -> Allocation:
     problem.check_feasible()
     t0 = time.perf_counter()
     alloc = fn(problem, **options)
+    if problem.has_tables and not alloc.feasible:  # a linear cost model overshot a measured table
+        from .rounding import fit_measured
+
+        alloc = fit_measured(alloc)
     alloc.info.setdefault("solve_seconds", time.perf_counter() - t0)
     if not alloc.feasible:  # a promise, not a hope: never hand back an over-budget plan
         raise AssertionError(

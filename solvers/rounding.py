@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .exact import Lagrangian, _Choice, exact, greedy_fill
-from .objectives import Separable
-from .problem import Problem
+from .objectives import Separable, discarded_energy
+from .problem import Allocation, Problem
 
 
 def linearised_curves(problem: Problem, masks: list[np.ndarray], grads: list[np.ndarray]) -> Separable:
@@ -33,7 +33,7 @@ def repair(lag: Lagrangian, ranks: np.ndarray, active: np.ndarray) -> _Choice:
         best, best_score = None, np.inf
         for gi in np.flatnonzero(active & (ranks > 0)):
             g, r = p.groups[gi], int(ranks[gi])
-            new = g.step_down(r)
+            new = g.step_down(r, weight)
             saved = float((g.cost(r) - g.cost(new)) @ weight)
             if saved <= 0:
                 continue
@@ -47,6 +47,17 @@ def repair(lag: Lagrangian, ranks: np.ndarray, active: np.ndarray) -> _Choice:
         cost = cost - p.groups[gi].cost(int(ranks[gi])) + p.groups[gi].cost(new)
         ranks[gi] = new
     return lag.evaluate(ranks, active)
+
+
+def fit_measured(alloc: Allocation) -> Allocation:
+    """An allocation a linear-cost method chose, made to fit the measured cost tables (see
+    solvers.problem): ranks are removed, least discarded energy per budget share first."""
+    if alloc.feasible:
+        return alloc
+    p = alloc.problem
+    fixed = repair(Lagrangian(p, discarded_energy(p)), alloc.ranks, alloc.active)
+    return Allocation(p, fixed.ranks, alloc.method, active=alloc.active, objective=None,
+                      info={**alloc.info, "repaired_to_measured_costs": True})
 
 
 def candidates(problem: Problem, active: np.ndarray, masks: list[np.ndarray], grads: list[np.ndarray]) -> dict[str, tuple]:
