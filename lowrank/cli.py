@@ -253,13 +253,20 @@ def _compress(args) -> int:
         raise ValueError("--export needs --out FILE: the exported files are written beside it (FILE with .onnx / .pt2)")
     budget = _budget_of(args)
     entry, model, calib, example = _model_and_data(args)
+    from .latency import LatencyTarget
+
+    target = LatencyTarget(device=args.latency_device, threads=args.latency_threads, batch=args.latency_batch)
     result = compress(model, calib, budget, method=args.method, scheme=args.scheme, basis=args.basis,
-                      rank_multiple=args.rank_multiple, progress=not args.quiet)
+                      rank_multiple=args.rank_multiple, progress=not args.quiet, latency_target=target)
     print(result.plan.table())
-    counts = count(result.model, example, result.plan.totals_after)
+    counted = [r for r in result.plan.totals_after if r != "latency"]  # latency: timed against the original below
+    counts = count(result.model, example, counted)
     limits = result.plan.limits
     fits = all(counts[r] <= limits[r] for r in counts)
     print(f"independent count of the rebuilt model: {_counted(counts)}: " + ("within the budget" if fits else "OVER THE BUDGET"))
+    if result.latency is not None:
+        print(result.latency)
+        fits = fits and bool(result.latency.held)
     if entry is not None:
         limit = _samples(args.eval_samples)
         before = entry.evaluate(model, limit=limit)
@@ -440,6 +447,7 @@ def _add_compress(sub) -> None:
         epilog="examples:\n"
                "  lowrank compress --model vgg-fmnist --macs 0.5 --params 0.6 --method cobla --out vgg-small.pt\n"
                "  lowrank compress --model lenet5-fmnist --macs 0.3 --method exact --finetune-epochs 1 --kd 0.5\n"
+               "  lowrank compress --model resnet20-fmnist --latency 0.6 --scheme spatial   (measured CPU latency, batch 64)\n"
                "  lowrank compress --model mine.pt --calib calib.pt --macs 0.5 --method cobla --out mine-small.pt\n"
                "    (calib.pt: torch.save of an input tensor, an (inputs, targets) pair or a list of such batches)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -452,6 +460,10 @@ def _add_compress(sub) -> None:
                       help="every factorised rank a multiple of K, chosen inside the optimisation (default 1)")
     comp.add_argument("--basis", default="activation", choices=["weight", "activation"],
                       help="activation (default): the SVD whitened by each layer's input on the calibration data; weight: the plain weight SVD")
+    lat = comp.add_argument_group("where --latency is measured (layers are timed once and cached on disk)")
+    lat.add_argument("--latency-device", default=None, help="cpu or cuda (default: where the model is)")
+    lat.add_argument("--latency-threads", type=int, default=1, help="CPU threads while timing (default 1)")
+    lat.add_argument("--latency-batch", type=int, default=64, help="samples per timed call (default 64)")
     comp.add_argument("--calib", metavar="FILE", help="calibration data (required for a model file; zoo entries use their own split)")
     comp.add_argument("--out", metavar="FILE", help="save the compressed module here (plan beside it as .plan.json)")
     comp.add_argument("--plan", metavar="FILE", help="write the plan as JSON here")

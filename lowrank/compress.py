@@ -11,6 +11,7 @@ import solvers
 from solvers.multiples import Multiples
 
 from .budget import Budget
+from .latency import LatencyTarget, SpeedCheck, check_latency, measured_on
 from .model import needs
 from .model.inputs import first_sample
 from .model.network_loss import as_batches, split_calibration
@@ -25,6 +26,7 @@ class CompressionResult:
     plan: Plan
     allocation: solvers.Allocation
     table: LayerTable
+    latency: SpeedCheck | None = None  # with a latency budget: the rebuilt model timed against the original
 
 
 def compress(
@@ -41,6 +43,7 @@ def compress(
     measured: Any = None,
     basis: str = "activation",
     rank_multiple: int = 1,
+    latency_target: LatencyTarget | None = None,
     **solver_options,
 ) -> CompressionResult:
     """Factorise ``model``'s layers so that the result fits ``budget``.
@@ -60,12 +63,24 @@ def compress(
     ``rank_multiple``: every factorised layer's rank is a multiple of it (a dense layer keeps
     its full rank), chosen inside the optimisation by every method (see solvers.multiples);
     hardware runs such ranks faster, and every budget still holds.
+    ``Budget(latency=0.5)`` limits latency measured on ``latency_target`` (default: the
+    model's device, one CPU thread, batch 64, float32; see lowrank.latency): every layer is
+    timed dense and factorised at a grid of ranks (cached on disk), the plan predicts the
+    total, and the rebuilt model is timed against the original (``result.latency`` says
+    whether the budget held, within the measured noise).
     Pass a prebuilt ``table`` to reuse its SVDs, ``measured`` to reuse a method's
     budget-independent measurement (e.g. a cached sensitivity table); ``include`` (name
     prefixes or a predicate) limits which layers may be factorised.
     """
     if not isinstance(budget, Budget):
         raise TypeError(f"budget must be a lowrank.Budget, e.g. Budget(macs=0.5), not {type(budget).__name__}")
+    with measured_on(latency_target):
+        return _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis,
+                         rank_multiple, solver_options)
+
+
+def _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis, rank_multiple,
+              solver_options) -> CompressionResult:
     provider = needs.provider(solvers.method(method).needs)
     if hasattr(calib, "calibration") and hasattr(calib, "selection"):  # a zoo entry: its own splits
         include = calib.include if include is None else include
@@ -93,4 +108,10 @@ def compress(
         print(file=sys.stderr)  # end the progress line
     plan = Plan.from_allocation(table, alloc, budget.limits(table.totals_of(problem.resources)))
     rebuilt = rebuild(model, plan.ranks, plan.schemes, table=table)
-    return CompressionResult(rebuilt, plan, alloc, table)
+    check = None
+    if budget.latency is not None or budget.latency_abs is not None:
+        predicted = float(alloc.cost[problem.resources.index("latency")])
+        check = check_latency(model, rebuilt, table.example_input, budget["latency"], budget.is_absolute("latency"), predicted)
+        if progress:
+            print(check, file=sys.stderr)
+    return CompressionResult(rebuilt, plan, alloc, table, check)

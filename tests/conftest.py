@@ -1,6 +1,9 @@
 import os
+import tempfile
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Layer timings are cached on disk: tests keep theirs apart from the user's cache.
+os.environ["LOWRANK_LATENCY_CACHE"] = tempfile.mkdtemp(prefix="lowrank-latency-tests-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
+import numpy as np
+
 from solvers import Group, Problem
 
 from .. import kinds, resources
@@ -28,7 +30,16 @@ def layer_group(table: "LayerTable", name: str, scheme: str, priced) -> Group:
         dense_cost=[layer.dense[r] for r in priced],
         layer=name,
         option=scheme,
+        cost_table=_cost_table(c, priced),
     )
+
+
+def _cost_table(cost, priced):
+    """Measured per-rank costs (one column per priced resource, NaN where linear), or None."""
+    if not cost.tables:
+        return None
+    nan = np.full(cost.full_rank + 1, np.nan)
+    return np.stack([np.asarray(cost.tables.get(r, nan), dtype=np.float64) for r in priced], axis=1)
 
 
 def build_problem(table: "LayerTable", budget: Budget, schemes: str | Mapping[str, str] = "channel", objective=None) -> Problem:

@@ -3,7 +3,7 @@ each scheme that can factorise it, or why it stays dense."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
@@ -20,6 +20,7 @@ class SchemeCost:
     full_rank: int
     per_rank: dict[str, float]
     fixed: dict[str, float]  # paid at any rank (the bias)
+    tables: dict[str, Any] = field(default_factory=dict)  # resource -> measured cost per rank 0..full (latency)
 
     @property
     def macs_per_rank(self) -> int:
@@ -66,18 +67,21 @@ class LayerInfo:
     def factorised_cost(self, scheme: str, rank: int) -> dict[str, float]:
         """Cost per resource of the two-layer form at ``rank``, without the dense fallback."""
         c = self.costs[scheme]
-        return {r: c.fixed[r] + rank * c.per_rank[r] for r in c.per_rank}
+        return {r: float(c.tables[r][rank]) if r in c.tables else c.fixed[r] + rank * c.per_rank[r] for r in c.per_rank}
 
     def price(self, names: Sequence[str]) -> None:
         """Add the costs of resources ``names`` (those not priced yet)."""
         for name in names:
-            if name in self.dense:
-                continue
             res = resources.get(name)
+            if name in self.dense or not (res.cheap or self.compressible):
+                continue  # a measured resource is only timed where a plan can change it
             self.dense[name] = res.dense_cost(self.record)
             for scheme, cost in self.costs.items():
                 per_rank, fixed = res.rank_cost(self.record, self.scheme_objects[scheme])
                 cost.per_rank[name], cost.fixed[name] = per_rank, fixed
+                table = res.rank_table(self.record, self.scheme_objects[scheme])
+                if table is not None:
+                    cost.tables[name] = table
 
 
 def dense_reason(module: nn.Module, calls: int) -> str:

@@ -22,6 +22,7 @@ class Resource:
     axis: str = ""  # the budget kind in words: "MAC budget"
     integer: bool = True  # counts are whole numbers (the store's column type)
     cheap: bool = True  # priced for every problem; an expensive one only when a budget names it
+    order: int = 100  # place in tables, columns and flags (MACs 0, params 1; new ones after)
 
     def count(self, model: nn.Module, example_input: Any) -> float:
         """The whole model's total, counted without our per-layer cost model."""
@@ -34,6 +35,12 @@ class Resource:
     def rank_cost(self, layer, scheme) -> tuple[float, float]:
         """(per kept rank, fixed) cost of the layer factorised under ``scheme``."""
         raise NotImplementedError
+
+    def rank_table(self, layer, scheme):
+        """The factorised cost at every rank 0..full when it is measured and not linear in the
+        rank (latency), else None; where given, it is the truth and :meth:`rank_cost` only
+        the linear model relaxations use."""
+        return None
 
     def __repr__(self) -> str:
         return f"<resource {self.name}>"
@@ -50,8 +57,8 @@ def register(resource: Resource) -> Resource:
 
 
 def names() -> tuple[str, ...]:
-    """Every registered resource name, in registration order."""
-    return tuple(_RESOURCES)
+    """Every registered resource name, by ``order`` (then registration)."""
+    return tuple(sorted(_RESOURCES, key=lambda n: _RESOURCES[n].order))
 
 
 def get(name: str) -> Resource:
@@ -63,7 +70,7 @@ def get(name: str) -> Resource:
 def priced(budgeted: Iterable[str] = ()) -> tuple[str, ...]:
     """Resources a problem prices: every cheap one, plus expensive ones a budget names."""
     budgeted = set(budgeted)
-    return tuple(n for n, r in _RESOURCES.items() if r.cheap or n in budgeted)
+    return tuple(n for n in names() if _RESOURCES[n].cheap or n in budgeted)
 
 
 import_submodules(__name__, __path__)  # each module registers its resource

@@ -10,6 +10,7 @@ from . import Resource, register
 
 class Macs(Resource):
     name, label, axis = "macs", "MACs", "MAC budget"
+    order = 0
 
     def count(self, model, example_input):
         from ..model.inputs import call_model

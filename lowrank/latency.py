@@ -1,0 +1,241 @@
+"""Measured latency: where it is measured (:class:`LatencyTarget`), how a call is timed, the
+on-disk cache of layer timings, and the end-to-end check that a rebuilt model met its
+latency budget.
+
+MACs say how much arithmetic a layer does; latency says what it costs on the machine: a
+rank of 19 may run no faster than 32, and every extra thin layer pays a fixed per-call
+cost. Timings are medians of several rounds, each long enough for the clock; they are in
+microseconds per batch of ``batch`` samples.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from .model.inputs import call_model, model_device, take, to_device
+from .model.modes import evaluating
+
+
+def _default_cache_dir() -> str:
+    return os.environ.get("LOWRANK_LATENCY_CACHE", str(Path.home() / ".cache" / "lowrank" / "latency"))
+
+
+@dataclass(frozen=True)
+class LatencyTarget:
+    """Where and how latency is measured.
+
+    ``device``: ``"cpu"``, ``"cuda"`` (or ``"cuda:1"``), or None for the device the model is
+    on. ``threads``: CPU threads while timing (``torch.set_num_threads``). ``batch``: samples
+    per call (the example input's first sample, repeated). ``dtype``: the layers' dtype while
+    timing. ``repeats``: timed rounds, the median is kept; each round lasts ``min_seconds``.
+    ``cache_dir``: layer timings are kept there, keyed by the layer's geometry, the target and
+    the library versions (None: ``$LOWRANK_LATENCY_CACHE`` or ``~/.cache/lowrank/latency``;
+    ``""``: no disk cache).
+    """
+
+    device: str | None = None
+    threads: int = 1
+    batch: int = 64
+    dtype: str = "float32"
+    repeats: int = 7
+    min_seconds: float = 0.004
+    cache_dir: str | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if self.threads < 1 or self.batch < 1 or self.repeats < 1:
+            raise ValueError(f"LatencyTarget: threads, batch and repeats must be >= 1, got {self}")
+        if not isinstance(getattr(torch, self.dtype, None), torch.dtype):
+            raise ValueError(f"LatencyTarget: unknown dtype {self.dtype!r} (e.g. 'float32', 'float16', 'bfloat16')")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+    def resolve(self, module: nn.Module) -> torch.device:
+        """The device timings run on: the target's, or the module's own."""
+        return torch.device(self.device) if self.device is not None else model_device(module)
+
+    def key(self, device: torch.device) -> dict:
+        """What a timing depends on besides the layer: for the disk cache."""
+        machine = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+        return {**{k: v for k, v in asdict(self).items() if k != "cache_dir"}, "device": str(device), "machine": machine,
+                "torch": torch.__version__, "cpus": os.cpu_count()}
+
+    @property
+    def cache_root(self) -> str:
+        return _default_cache_dir() if self.cache_dir is None else self.cache_dir
+
+
+_current = LatencyTarget()
+
+
+def current_target() -> LatencyTarget:
+    """The target latency is measured on now (default: CPU... the model's device, 1 thread, batch 64)."""
+    return _current
+
+
+@contextmanager
+def measured_on(target: LatencyTarget | None) -> Iterator[LatencyTarget]:
+    """Measure latency on ``target`` inside the block (None: leave the current one)."""
+    global _current
+    before = _current
+    _current = target or before
+    try:
+        yield _current
+    finally:
+        _current = before
+
+
+@contextmanager
+def _timing(target: LatencyTarget, device: torch.device):
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(target.threads)
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def round_times(fn: Callable[[], Any], device: torch.device, target: LatencyTarget, rounds: int) -> list[float]:
+    """Seconds per call of ``fn`` in each of ``rounds`` rounds (call it inside ``_timing``)."""
+    for _ in range(2):
+        fn()
+    _sync(device)
+    n = 1
+    while True:  # calls per round: enough for min_seconds
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        _sync(device)
+        dt = time.perf_counter() - t0
+        if dt >= target.min_seconds or n >= 1 << 16:
+            break
+        n = max(n * 2, int(n * target.min_seconds / max(dt, 1e-9)) + 1)
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        _sync(device)
+        out.append((time.perf_counter() - t0) / n)
+    return out
+
+
+def time_call(fn: Callable[[], Any], device: torch.device, target: LatencyTarget) -> float:
+    """Microseconds per call of ``fn``: the median of ``target.repeats`` rounds."""
+    with _timing(target, device):
+        return 1e6 * statistics.median(round_times(fn, device, target, target.repeats))
+
+
+def batch_of(example: Any, target: LatencyTarget, device: torch.device) -> Any:
+    """The example input's first sample repeated ``target.batch`` times, on ``device``."""
+    x = to_device(take(example, [0] * target.batch), device)
+    return _cast(x, target.torch_dtype)
+
+
+def _cast(x: Any, dtype: torch.dtype) -> Any:
+    if isinstance(x, dict):
+        return {k: _cast(v, dtype) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(_cast(v, dtype) for v in x)
+    return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+
+def model_latency(model: nn.Module, example: Any, target: LatencyTarget | None = None) -> float:
+    """Microseconds per batch of the whole model (not cached: models change, layers repeat)."""
+    target = target or current_target()
+    device = target.resolve(model)
+    timed = prepared(model, device, target)
+    x = batch_of(example, target, device)
+    with evaluating(timed):
+        return time_call(lambda: call_model(timed, x), device, target)
+
+
+def prepared(module: nn.Module, device: torch.device, target: LatencyTarget) -> nn.Module:
+    """The module on the target's device and dtype: itself when it is there already, else a
+    copy (the caller's model is never moved)."""
+    p = next(module.parameters(), None)
+    if p is not None and (p.device != device or p.dtype != target.torch_dtype):
+        module = copy.deepcopy(module).to(device, target.torch_dtype)
+    return module
+
+
+# --- the speed check of a rebuilt model ---------------------------------------------------------
+@dataclass
+class SpeedCheck:
+    """Original and rebuilt model timed alternately in one process (microseconds per batch)."""
+
+    original_us: float
+    rebuilt_us: float
+    noise_us: float  # robust SD of the rebuilt model's per-round times
+    rounds: int
+    target: LatencyTarget
+    limit_us: float | None = None  # the latency budget, re-based on the original as measured now
+    predicted_us: float | None = None  # what the plan predicted from its layer timings
+
+    @property
+    def speedup(self) -> float:
+        return self.original_us / self.rebuilt_us
+
+    @property
+    def held(self) -> bool | None:
+        """Whether the rebuilt model met its latency limit within the measured noise."""
+        return None if self.limit_us is None else self.rebuilt_us <= self.limit_us + self.noise_us
+
+    def __str__(self) -> str:
+        t = self.target
+        where = f"{t.device or 'model device'}, {t.threads} thread(s), batch {t.batch}, {t.dtype}"
+        s = (f"measured ({where}, {self.rounds} alternating rounds): original {self.original_us:,.0f} us, "
+             f"rebuilt {self.rebuilt_us:,.0f} us +- {self.noise_us:,.0f} us, speedup {self.speedup:.2f}x")
+        if self.predicted_us is not None:
+            s += f"; predicted {self.predicted_us:,.0f} us"
+        if self.limit_us is not None:
+            s += f"; latency limit {self.limit_us:,.0f} us: " + ("held" if self.held else "NOT held")
+        return s
+
+
+def compare_speed(original: nn.Module, rebuilt: nn.Module, example: Any, target: LatencyTarget | None = None,
+                  rounds: int = 11) -> SpeedCheck:
+    """Time both models alternately, round by round, so drifts in the machine hit both alike."""
+    target = target or current_target()
+    device = target.resolve(original)
+    a, b = prepared(original, device, target), prepared(rebuilt, device, target)
+    x = batch_of(example, target, device)
+    ta, tb = [], []
+    with _timing(target, device), evaluating(a), evaluating(b):
+        for _ in range(rounds):
+            ta += round_times(lambda: call_model(a, x), device, target, 1)
+            tb += round_times(lambda: call_model(b, x), device, target, 1)
+    med_b = statistics.median(tb)
+    mad = statistics.median(abs(t - med_b) for t in tb)
+    return SpeedCheck(1e6 * statistics.median(ta), 1e6 * med_b, 1e6 * 1.4826 * mad, rounds, target)
+
+
+def check_latency(original: nn.Module, rebuilt: nn.Module, example: Any, budget_value: float, absolute: bool,
+                  predicted_us: float | None = None, target: LatencyTarget | None = None, rounds: int = 11) -> SpeedCheck:
+    """:func:`compare_speed` plus whether the budget held: a fraction of the original (as
+    measured now, alongside) or an absolute number of microseconds."""
+    check = compare_speed(original, rebuilt, example, target, rounds)
+    limit = budget_value if absolute else budget_value * check.original_us
+    return replace(check, limit_us=limit, predicted_us=predicted_us)
+
+
+__all__ = ["LatencyTarget", "SpeedCheck", "check_latency", "compare_speed", "current_target", "measured_on", "model_latency",
+           "time_call"]

@@ -1,0 +1,121 @@
+"""Latency: microseconds per batch on the current :class:`~lowrank.latency.LatencyTarget`,
+measured, not modelled.
+
+A layer's dense latency is timed as it is; its factorised latency is timed at a grid of
+ranks (every small rank, then multiples of 8, 16 or 32) and a rank between grid points
+costs what the next grid rank above it measured (latency steps with the vector width, so
+this is the safe side). The table is made non-decreasing in the rank. Timings are kept on
+disk keyed by the layer's geometry, scheme, call shapes, the target and the library
+versions, so a layer is timed once per machine. The whole model's latency (the budget's
+reference) is timed end to end; what the compressible layers do not explain (activations,
+pooling, normalisation, ...) is the fixed base cost. Expensive, so priced only when a
+budget names it (``Budget(latency=0.5)``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..experiment.cache import DiskCache
+from ..latency import current_target, model_latency, prepared, time_call
+from . import Resource, register
+
+_memo: dict[str, object] = {}
+
+
+def rank_grid(full_rank: int) -> list[int]:
+    """Ranks timed for a layer of ``full_rank``: 0..8, then multiples of a step, and full."""
+    step = 8 if full_rank <= 128 else 16 if full_rank <= 512 else 32
+    small = [r for r in (0, 1, 2, 3, 4, 6, 8) if r <= full_rank]
+    return sorted(set(small) | set(range(step, full_rank, step)) | {full_rank})
+
+
+def table_from_grid(grid: list[int], times: list[float]) -> np.ndarray:
+    """Cost at every rank 0..full: the time of the next grid rank at or above it, made
+    non-decreasing (noise must not make a higher rank look cheaper)."""
+    full = grid[-1]
+    idx = np.searchsorted(np.asarray(grid), np.arange(full + 1))
+    return np.maximum.accumulate(np.asarray(times, dtype=np.float64)[idx])
+
+
+def _cached(key: dict, compute):
+    """A timing from memory, then disk (when the target has a cache directory), then measured."""
+    from ..experiment.cache import digest
+
+    k = digest(key)
+    if k not in _memo:
+        root = current_target().cache_root
+        _memo[k] = DiskCache(root).get("latency", key, compute) if root else compute()
+    return _memo[k]
+
+
+def _call_inputs(layer, target, device) -> list[torch.Tensor]:
+    """One random input per recorded call, with the batch dimension scaled to the target's batch."""
+    out = []
+    for in_shape, _, _ in layer.calls:
+        shape = (in_shape[0] * target.batch, *in_shape[1:])
+        out.append(torch.randn(shape, device=device, dtype=target.torch_dtype))
+    return out
+
+
+def _time_layer(module, inputs, device, target) -> float:
+    def run():
+        for x in inputs:
+            module(x)
+
+    return time_call(run, device, target)
+
+
+def _key(layer, what: str, target, device, **extra) -> dict:
+    return {"what": what, "module": repr(layer.module), "type": type(layer.module).__qualname__,
+            "calls": [c[0] for c in layer.calls], "target": target.key(device), **extra}
+
+
+class Latency(Resource):
+    name, label, axis = "latency", "latency us", "latency budget"
+    order = 2
+    integer = False
+    cheap = False
+
+    def count(self, model, example_input):
+        return model_latency(model, example_input)
+
+    def dense_cost(self, layer):
+        target = current_target()
+        device = target.resolve(layer.module)
+
+        def measure():
+            module = prepared(layer.module, device, target)
+            return _time_layer(module, _call_inputs(layer, target, device), device, target)
+
+        return float(_cached(_key(layer, "dense", target, device), measure))
+
+    def rank_table(self, layer, scheme) -> np.ndarray:
+        """Measured latency of the factorised layer at every rank 0..full (see module doc)."""
+        target = current_target()
+        device = target.resolve(layer.module)
+        rows, cols = scheme.matrix_shape(layer.weight_shape)
+        grid = rank_grid(min(rows, cols))
+
+        def measure():
+            dense = prepared(layer.module, device, target)
+            inputs = _call_inputs(layer, target, device)
+            times = []
+            for r in grid:
+                kw = dict(device=device, dtype=target.torch_dtype)
+                factors = (torch.randn(rows, r, **kw), torch.ones(r, **kw), torch.randn(r, cols, **kw))
+                times.append(_time_layer(scheme.factorized(dense, r, factors), inputs, device, target))
+            return times
+
+        times = _cached(_key(layer, "factorised", target, device, scheme=scheme.name, grid=grid), measure)
+        return table_from_grid(grid, list(times))
+
+    def rank_cost(self, layer, scheme):
+        """The least-squares line through the measured table: the linear model relaxations use."""
+        table = self.rank_table(layer, scheme)
+        r = np.arange(table.size)
+        slope, intercept = np.polyfit(r, table, 1) if table.size > 1 else (0.0, table[0])
+        return max(float(slope), 0.0), max(float(intercept), 0.0)
+
+
+register(Latency())

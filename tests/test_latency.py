@@ -1,0 +1,149 @@
+"""Latency as a budget (lowrank.resources.latency, lowrank.latency).
+
+Most tests replace the clock with a deterministic cost model (MACs plus a fixed cost per
+layer call), so that what is checked is the plumbing: measured tables, the dense fallback,
+the plan's prediction, the disk cache, several budgets at once. One test times for real.
+"""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import lowrank
+from lowrank import Budget
+from lowrank.experiment.runner import count
+from lowrank.latency import LatencyTarget, SpeedCheck
+from lowrank.resources import latency as latency_resource
+from lowrank.zoo import LeNet5
+
+CALL_US = 40.0  # fixed cost of every conv / linear call in the fake clock
+OTHER_US = 3.0  # every other leaf module call (activations, pooling, ...)
+
+
+def fake_us(module: nn.Module, inputs) -> float:
+    """A clock that is additive over leaf modules: MACs / 1000 plus a fixed cost per call."""
+    calls = []
+    hooks = [m.register_forward_hook(lambda m, a, o: calls.append(m)) for m in module.modules() if not list(m.children())]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as flops:
+            for x in inputs:
+                module(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    fixed = sum(CALL_US if isinstance(m, (nn.Conv2d, nn.Linear)) else OTHER_US for m in calls)
+    return flops.get_total_flops() / 2 / 1000 + fixed
+
+
+@pytest.fixture
+def fake_clock(monkeypatch, tmp_path):
+    """Layer and whole-model timings from :func:`fake_us`; a fresh cache; counts the layer timings."""
+    timed = []
+
+    def time_layer(module, inputs, device, target):
+        timed.append(module)
+        return fake_us(module, inputs)
+
+    def model_latency(model, example, target=None):
+        target = target or lowrank.latency.current_target()
+        return fake_us(model, [example.expand(target.batch, *example.shape[1:])])
+
+    monkeypatch.setattr(latency_resource, "_time_layer", time_layer)
+    monkeypatch.setattr(latency_resource, "model_latency", model_latency)
+    monkeypatch.setattr(latency_resource, "_memo", {})
+    monkeypatch.setenv("LOWRANK_LATENCY_CACHE", str(tmp_path / "cache"))
+    return timed, model_latency
+
+
+def _lenet_data():
+    torch.manual_seed(0)
+    x, y = torch.randn(48, 1, 28, 28), torch.randint(0, 10, (48,))
+    return LeNet5().eval(), [(x[:32], y[:32]), (x[32:], y[32:])], x[:1]
+
+
+def test_the_grid_table_steps_up_and_never_falls():
+    assert latency_resource.rank_grid(5) == [0, 1, 2, 3, 4, 5]
+    grid = latency_resource.rank_grid(100)
+    assert grid[:8] == [0, 1, 2, 3, 4, 6, 8, 16] and grid[-1] == 100 and all(r % 8 == 0 for r in grid[7:-1])
+    table = latency_resource.table_from_grid([0, 2, 4], [1.0, 5.0, 4.0])  # noise: rank 4 timed below rank 2
+    assert table.tolist() == [1.0, 5.0, 5.0, 5.0, 5.0]
+
+
+@pytest.mark.parametrize("method", ["exact", "uniform", "cobla"])
+def test_a_latency_budget_holds_on_the_rebuilt_model(fake_clock, method, monkeypatch):
+    _, model_latency = fake_clock
+    model, calib, example = _lenet_data()
+    original_us = model_latency(model, example)
+    # the end-to-end check times with the same fake clock
+    monkeypatch.setattr(lowrank.latency, "compare_speed", lambda a, b, x, target=None, rounds=11: SpeedCheck(
+        model_latency(a, x), model_latency(b, x), 0.0, rounds, target or LatencyTarget()))
+    result = lowrank.compress(model, calib, Budget(latency=0.7), method=method, scheme="auto", basis="weight")
+    limit = result.plan.limits["latency"]
+    assert limit == pytest.approx(0.7 * original_us)
+    predicted = float(result.allocation.cost[result.allocation.problem.resources.index("latency")])
+    rebuilt_us = model_latency(result.model, example)
+    assert predicted <= limit + 1e-6
+    # the fake clock is additive, so the prediction is exact at timed ranks and above it between them (safe side)
+    assert 0.8 * predicted <= rebuilt_us <= predicted + 1e-6
+    assert result.latency.held and result.latency.predicted_us == pytest.approx(predicted)
+    assert "latency limit" in str(result.latency)
+
+
+def test_layers_that_factorising_would_slow_stay_dense(fake_clock):
+    model, calib, example = _lenet_data()
+    table = lowrank.LayerTable(model, example)
+    problem = table.problem(Budget(latency=0.9), "channel")
+    for g in problem.groups:
+        layer = table.layers[g.layer]
+        # factorising adds one call (CALL_US) and MACs (rows + cols) per rank: it pays only below the break-even rank
+        assert g.has_table and g.dense_from <= g.full_rank
+        assert np.all(g.cost_table[g.dense_from:, 2] >= layer.dense["latency"])
+
+
+def test_timings_are_cached_on_disk_by_target(fake_clock, monkeypatch):
+    timed, _ = fake_clock
+    model, _, example = _lenet_data()
+    lowrank.LayerTable(model, example).problem(Budget(latency=0.8), "auto")
+    first = len(timed)
+    assert first > 0
+    monkeypatch.setattr(latency_resource, "_memo", {})  # a new process: only the disk is left
+    lowrank.LayerTable(model, example).problem(Budget(latency=0.8), "auto")
+    assert len(timed) == first
+    with lowrank.latency.measured_on(LatencyTarget(batch=32)):  # another target: timed afresh
+        lowrank.LayerTable(model, example).problem(Budget(latency=0.8), "auto")
+    assert len(timed) == 2 * first
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_latency_with_macs_and_params_and_rank_multiples(fake_clock, k, monkeypatch):
+    _, model_latency = fake_clock
+    model, calib, example = _lenet_data()
+    monkeypatch.setattr(lowrank.latency, "compare_speed", lambda a, b, x, target=None, rounds=11: SpeedCheck(
+        model_latency(a, x), model_latency(b, x), 0.0, rounds, target or LatencyTarget()))
+    budget = Budget(macs=0.6, params=0.7, latency=0.8)
+    result = lowrank.compress(model, calib, budget, method="cobla", scheme="auto", basis="weight", rank_multiple=k)
+    counted = count(result.model, example, ["macs", "params"])  # FlopCounterMode and numel
+    limits = result.plan.limits
+    assert counted["macs"] <= limits["macs"] and counted["params"] <= limits["params"]
+    assert model_latency(result.model, example) <= limits["latency"] + 1e-6
+    assert all(r % k == 0 or row.dense for r, row in zip(result.plan.ranks.values(), result.plan.rows))
+
+
+def test_an_infeasible_latency_budget_names_the_smallest_achievable(fake_clock):
+    model, calib, _ = _lenet_data()
+    with pytest.raises(ValueError, match=r"latency budget .* below the smallest achievable"):
+        lowrank.compress(model, calib, Budget(latency=0.001), method="exact", basis="weight")
+
+
+def test_real_timing_leaves_the_original_untouched_and_reports():
+    model, calib, example = _lenet_data()
+    model.train()  # the timing must not flip its flags
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    target = LatencyTarget(batch=8, repeats=3, min_seconds=0.001)
+    result = lowrank.compress(model, calib, Budget(latency=0.95), method="exact", basis="weight", latency_target=target)
+    check = result.latency
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert check.original_us > 0 and check.rebuilt_us > 0 and check.noise_us >= 0 and check.target.batch == 8
+    assert check.limit_us == pytest.approx(0.95 * check.original_us)
+    assert check.predicted_us <= result.plan.limits["latency"] + 1e-6
