@@ -79,6 +79,16 @@ def compress(
                          rank_multiple, solver_options)
 
 
+LATENCY_ATTEMPTS = 3  # plans re-made, each for less latency, while the measured model misses its latency budget
+
+
+def _solve(problem, method, rank_multiple, options) -> solvers.Allocation:
+    if rank_multiple > 1:  # every method solves the problem restated over blocks of rank_multiple values
+        multiples = Multiples(problem, rank_multiple)
+        return multiples.allocation(solvers.solve(multiples.problem, method=method, **multiples.options(options)))
+    return solvers.solve(problem, method=method, **options)
+
+
 def _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis, rank_multiple,
               solver_options) -> CompressionResult:
     provider = needs.provider(solvers.method(method).needs)
@@ -92,26 +102,33 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
     if uses_provider:
         batches, select_batches = split_calibration(batches) if selection is None else (batches, as_batches(selection))
     table.use_basis(basis, batches)
-    problem = table.problem(budget, scheme)
-    problem.check_feasible()
-    if uses_provider:
-        label = method if progress else None
-        if measured is None and provider.measure is not None:
-            measured = provider.measure(table, problem, batches, loss, label)
-        solver_options = {**provider.options(table, problem, measured, batches, select_batches, loss, label), **solver_options}
-    if rank_multiple > 1:  # every method solves the problem restated over blocks of rank_multiple values
-        multiples = Multiples(problem, rank_multiple)
-        alloc = multiples.allocation(solvers.solve(multiples.problem, method=method, **multiples.options(solver_options)))
-    else:
-        alloc = solvers.solve(problem, method=method, **solver_options)
-    if progress and "progress" in solver_options:
-        print(file=sys.stderr)  # end the progress line
-    plan = Plan.from_allocation(table, alloc, budget.limits(table.totals_of(problem.resources)))
-    rebuilt = rebuild(model, plan.ranks, plan.schemes, table=table)
-    check = None
-    if budget.latency is not None or budget.latency_abs is not None:
-        predicted = float(alloc.cost[problem.resources.index("latency")])
+    label = method if progress and uses_provider else None
+    timed = budget.latency is not None or budget.latency_abs is not None
+    tighten = 1.0
+    for attempt in range(1, LATENCY_ATTEMPTS + 1):
+        problem = table.problem(budget, scheme)
+        problem.check_feasible()
+        lat = problem.resources.index("latency") if timed else None
+        if tighten < 1:  # the last rebuilt model measured slower than its plan predicted: plan for less
+            problem.budgets[lat] = max(problem.budgets[lat] * tighten, problem.min_cost()[lat])
+        options = dict(solver_options)
+        if uses_provider:
+            if measured is None and provider.measure is not None:
+                measured = provider.measure(table, problem, batches, loss, label)
+            options = {**provider.options(table, problem, measured, batches, select_batches, loss, label), **solver_options}
+        alloc = _solve(problem, method, rank_multiple, options)
+        if progress and "progress" in options:
+            print(file=sys.stderr)  # end the progress line
+        plan = Plan.from_allocation(table, alloc, budget.limits(table.totals_of(problem.resources)))
+        rebuilt = rebuild(model, plan.ranks, plan.schemes, table=table)
+        if not timed:
+            return CompressionResult(rebuilt, plan, alloc, table)
+        predicted = float(alloc.cost[lat])
         check = check_latency(model, rebuilt, table.example_input, budget["latency"], budget.is_absolute("latency"), predicted)
+        plan.info.update(latency_attempts=attempt, latency_plan_fraction=tighten)
         if progress:
-            print(check, file=sys.stderr)
+            print(f"attempt {attempt}: {check}", file=sys.stderr)
+        if check.held or problem.budgets[lat] <= problem.min_cost()[lat]:
+            break
+        tighten *= 0.99 * check.limit_us / check.rebuilt_us
     return CompressionResult(rebuilt, plan, alloc, table, check)

@@ -147,3 +147,22 @@ def test_real_timing_leaves_the_original_untouched_and_reports():
     assert check.original_us > 0 and check.rebuilt_us > 0 and check.noise_us >= 0 and check.target.batch == 8
     assert check.limit_us == pytest.approx(0.95 * check.original_us)
     assert check.predicted_us <= result.plan.limits["latency"] + 1e-6
+
+
+def test_a_model_slower_than_planned_is_planned_again_for_less(fake_clock, monkeypatch):
+    """Layers timed alone can be faster than in the network: the first rebuilt model 'measures'
+    25% over its prediction here, so compress plans again for less and the second one holds."""
+    _, model_latency = fake_clock
+    model, calib, example = _lenet_data()
+    seen = []
+
+    def slow_first(a, b, x, target=None, rounds=11):
+        seen.append(model_latency(b, x))
+        slower = 1.25 if len(seen) == 1 else 1.0
+        return SpeedCheck(model_latency(a, x), slower * seen[-1], 0.0, rounds, target or LatencyTarget())
+
+    monkeypatch.setattr(lowrank.latency, "compare_speed", slow_first)
+    result = lowrank.compress(model, calib, Budget(latency=0.7), method="exact", scheme="auto", basis="weight")
+    assert result.plan.info["latency_attempts"] == 2 and result.plan.info["latency_plan_fraction"] < 0.85
+    assert result.latency.held and seen[1] < seen[0]
+    assert result.plan.limits["latency"] == pytest.approx(0.7 * model_latency(model, example))  # the user's limit, not the tightened one
