@@ -5,6 +5,7 @@ from . import kinds, resources
 from .budget import Budget
 from .compress import CompressionResult, compress
 from .kinds import SCHEMES, FactorizedConv2d, FactorizedLinear
+from .latency import LatencyTarget, compare_speed
 from .model.finetune import evaluate, finetune
 from .model.masked import MaskedModel
 from .model.plan import Plan
@@ -14,6 +15,6 @@ from . import _compat  # noqa: E402,F401  (older module paths such as lowrank.la
 
 __all__ = [
     "Budget", "CompressionResult", "FactorizedConv2d", "FactorizedLinear", "InfeasibleBudgetError",
-    "LayerTable", "MaskedModel", "Plan", "SCHEMES", "compress", "evaluate", "finetune", "kinds", "rebuild", "resources",
+    "LatencyTarget", "LayerTable", "MaskedModel", "Plan", "SCHEMES", "compare_speed", "compress", "evaluate", "finetune", "kinds", "rebuild", "resources",
 ]
 __version__ = "0.1.0"

@@ -114,6 +114,19 @@ def _counted(counts: dict) -> str:
     return ", ".join(f"{v:,} {resources.get(r).label}{note.get(r, '')}" for r, v in counts.items())
 
 
+def _rank_multiple(text: str):
+    """``auto`` or a positive integer."""
+    if text == "auto":
+        return text
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}")
+    return k
+
+
 def _samples(text: str) -> int | None:
     return None if text == "all" else int(text)
 
@@ -456,8 +469,9 @@ def _add_compress(sub) -> None:
     _add_budget_flags(comp)
     comp.add_argument("--method", default="cobla", choices=solvers.methods(), help="allocation method (default cobla)")
     comp.add_argument("--scheme", default="channel", choices=SCHEME_CHOICES)
-    comp.add_argument("--rank-multiple", type=int, default=1, metavar="K",
-                      help="every factorised rank a multiple of K, chosen inside the optimisation (default 1)")
+    comp.add_argument("--rank-multiple", type=_rank_multiple, default="auto", metavar="K",
+                      help="every factorised rank a multiple of K, chosen inside the optimisation "
+                      "(default auto: 1 on the CPU, 8 on CUDA)")
     comp.add_argument("--basis", default="activation", choices=["weight", "activation"],
                       help="activation (default): the SVD whitened by each layer's input on the calibration data; weight: the plain weight SVD")
     lat = comp.add_argument_group("where --latency is measured (layers are timed once and cached on disk)")

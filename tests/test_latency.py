@@ -166,3 +166,17 @@ def test_a_model_slower_than_planned_is_planned_again_for_less(fake_clock, monke
     assert result.plan.info["latency_attempts"] == 2 and result.plan.info["latency_plan_fraction"] < 0.85
     assert result.latency.held and seen[1] < seen[0]
     assert result.plan.limits["latency"] == pytest.approx(0.7 * model_latency(model, example))  # the user's limit, not the tightened one
+
+
+def test_a_sweep_row_under_a_latency_budget(fake_clock, monkeypatch, tmp_path):
+    """A run's row takes latency from the alternating check, and ``fits`` from whether it held."""
+    from lowrank.experiment.runner import RunSpec, execute_run
+
+    _, model_latency = fake_clock
+    monkeypatch.setattr(lowrank.latency, "compare_speed", lambda a, b, x, target=None, rounds=11: SpeedCheck(
+        model_latency(a, x), model_latency(b, x), 0.0, rounds, target or LatencyTarget()))
+    spec = RunSpec.from_dict(dict(model="lenet5-digits", method="exact", budget_latency=0.8, budget_macs=0.6, eval_samples=50))
+    row = execute_run(spec.to_dict(), str(tmp_path))
+    assert row["status"] == "ok", row.get("error")
+    assert row["fits"] == 1 and row["latency_fraction"] <= 0.8 + 1e-9 and row["macs_fraction"] <= 0.6
+    assert row["planned_latency"] <= 0.8 * row["original_latency"] + 1  # the plan's µs, rounded

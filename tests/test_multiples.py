@@ -98,3 +98,32 @@ def test_sweep_rows_with_rank_multiples(tmp_path):
     from lowrank.report.labels import method_label
 
     assert method_label({"method": "cobla", "basis": "activation", "rank_multiple": 4}) == "cobla (activation, ranks x4)"
+
+
+def test_the_default_rank_multiple_follows_the_device(monkeypatch):
+    import importlib
+
+    compress_module = importlib.import_module("lowrank.compress")
+    from lowrank.cli import build_parser
+
+    model = torch.nn.Linear(4, 4)
+    assert compress_module.device_rank_multiple(model) == 1  # the CPU: measured, multiples buy nothing here
+    monkeypatch.setattr(compress_module, "model_device", lambda m: torch.device("cuda"))
+    assert compress_module.device_rank_multiple(model) == 8
+    parser = build_parser()
+    assert parser.parse_args(["compress", "--model", "m", "--macs", "0.5"]).rank_multiple == "auto"
+    assert parser.parse_args(["compress", "--model", "m", "--macs", "0.5", "--rank-multiple", "8"]).rank_multiple == 8
+    with pytest.raises(SystemExit):
+        parser.parse_args(["compress", "--model", "m", "--macs", "0.5", "--rank-multiple", "0"])
+
+
+def test_auto_on_the_cpu_is_rank_multiple_one():
+    torch.manual_seed(0)
+    from lowrank.zoo import LeNet5
+
+    model, x = LeNet5().eval(), torch.randn(16, 1, 28, 28)
+    auto = lowrank.compress(model, x, Budget(macs=0.5), method="exact", basis="weight")
+    one = lowrank.compress(model, x, Budget(macs=0.5), method="exact", basis="weight", rank_multiple=1)
+    assert auto.plan.ranks == one.plan.ranks
+    with pytest.raises(ValueError, match="positive integer or 'auto'"):
+        lowrank.compress(model, x, Budget(macs=0.5), method="exact", rank_multiple="big")

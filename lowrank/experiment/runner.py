@@ -287,15 +287,18 @@ def _costs(run: RunSpec, table, result, example) -> dict:
     """Per resource: the independent count of the rebuilt model, the original's, the fraction
     and the planned cost; whether every limit holds; the ranks chosen per layer."""
     names = result.plan.totals_after  # the resources the problem priced
-    counted = count(result.model, example, names)
-    original = table.totals_of(names)
+    check = result.latency  # latency: the rebuilt model timed alternately with the original, not alone
+    counted = count(result.model, example, [r for r in names if r != "latency"])
+    original = dict(table.totals_of(names))
+    if check is not None:
+        counted["latency"], original["latency"] = check.rebuilt_us, check.original_us
     limits = run.budget.limits(original)
     out = {}
     for r in names:
         cast = int if resources.get(r).integer else float
         out.update({r: cast(counted[r]), f"original_{r}": original[r], f"{r}_fraction": counted[r] / original[r],
                     f"planned_{r}": result.plan.totals_after[r]})
-    out["fits"] = int(all(counted[r] <= limits[r] for r in names))
+    out["fits"] = int(all(counted[r] <= limits[r] for r in names if r != "latency") and (check is None or bool(check.held)))
     rows = result.plan.rows
     out.update(ranks={x.name: x.rank for x in rows}, schemes={x.name: x.scheme for x in rows},  # full rank where dense
                full_ranks={x.name: x.full_rank for x in rows})
