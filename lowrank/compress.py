@@ -120,7 +120,7 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
         batches, select_batches = split_calibration(batches) if selection is None else (batches, as_batches(selection))
     table.use_basis(basis, batches)
     label = method if progress and uses_provider else None
-    timed = budget.latency is not None or budget.latency_abs is not None
+    timed = "latency" in budget
     tighten = 1.0
     for attempt in range(1, LATENCY_ATTEMPTS + 1):
         problem = table.problem(budget, scheme)

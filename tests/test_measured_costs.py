@@ -1,7 +1,5 @@
 """Measured, step-shaped costs (solvers.problem cost tables): exact takes them as they are,
 every method's answer fits them, rank multiples restate them exactly."""
-import itertools
-
 import numpy as np
 import pytest
 
@@ -9,6 +7,8 @@ import solvers
 from solvers import Group, Problem
 from solvers.multiples import Multiples
 from solvers.objectives import discarded_energy
+
+from helpers import brute_force
 
 
 def _stepped_problem(seed: int, fraction: float = 0.5) -> Problem:
@@ -27,14 +27,6 @@ def _stepped_problem(seed: int, fraction: float = 0.5) -> Problem:
     return Problem(groups, budgets=[fraction * dense_total[0], np.inf], reference_cost=dense_total)
 
 
-def _brute_force(problem: Problem, objective) -> float:
-    best = np.inf
-    for ranks in itertools.product(*[range(g.full_rank + 1) for g in problem.groups]):
-        if problem.fits(problem.cost(ranks)):
-            best = min(best, objective.total(problem, ranks, problem.default_active()))
-    return best
-
-
 def test_a_table_overrides_the_linear_model_in_costs_and_dense_fallback():
     table = np.array([[1.0], [5.0], [5.0], [9.0]])
     g = Group("g", [3.0, 2.0, 1.0], [1.0], [0.0], [8.0], cost_table=table)
@@ -51,7 +43,7 @@ def test_exact_is_optimal_on_step_shaped_costs(seed):
     objective = discarded_energy(problem)
     alloc = solvers.solve(problem, method="exact", objective=objective)
     assert alloc.feasible
-    assert alloc.objective == pytest.approx(_brute_force(problem, objective), rel=1e-6, abs=1e-9)
+    assert alloc.objective == pytest.approx(brute_force(problem, objective), rel=1e-6, abs=1e-9)
 
 
 @pytest.mark.parametrize("method", ["uniform", "energy", "alds", "zhang", "exact"])

@@ -6,6 +6,8 @@ from solvers.exact import lower_hull
 from solvers.objectives import discarded_energy, from_samples, spectral_error
 from solvers.synthetic import from_shapes
 
+from helpers import brute_force
+
 
 def random_problem(seed, n_layers=12, macs=0.3, params=0.35):
     rng = np.random.default_rng(seed)
@@ -14,17 +16,6 @@ def random_problem(seed, n_layers=12, macs=0.3, params=0.35):
         c = int(rng.integers(8, 48))
         shapes.append((c, c * int(rng.choice([1, 9])), int(rng.choice([1, 16, 64, 256])), int(rng.integers(0, 2)) * c))
     return from_shapes(shapes, macs=macs, params=params, seed=seed)
-
-
-def brute_force(problem, objective):
-    """Enumerate every rank combination (tiny problems only)."""
-    import itertools
-
-    best = np.inf
-    for ranks in itertools.product(*[range(g.full_rank + 1) for g in problem.groups]):
-        if problem.fits(problem.cost(ranks)):
-            best = min(best, objective.total(problem, ranks, problem.default_active()))
-    return best
 
 
 def test_exact_matches_brute_force_on_tiny_problems():

@@ -77,11 +77,12 @@ class LayerInfo:
                 continue  # a measured resource is only timed where a plan can change it
             self.dense[name] = res.dense_cost(self.record)
             for scheme, cost in self.costs.items():
-                per_rank, fixed = res.rank_cost(self.record, self.scheme_objects[scheme])
-                cost.per_rank[name], cost.fixed[name] = per_rank, fixed
                 table = res.rank_table(self.record, self.scheme_objects[scheme])
-                if table is not None:
+                if table is None:
+                    cost.per_rank[name], cost.fixed[name] = res.rank_cost(self.record, self.scheme_objects[scheme])
+                else:  # measured: the table is the truth, its straight line the model relaxations use
                     cost.tables[name] = table
+                    cost.per_rank[name], cost.fixed[name] = resources.linear_fit(table)
 
 
 def dense_reason(module: nn.Module, calls: int) -> str:

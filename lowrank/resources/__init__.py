@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import numpy as np
 from torch import nn
 
 from .._plugins import import_submodules
@@ -33,17 +34,25 @@ class Resource:
         raise NotImplementedError
 
     def rank_cost(self, layer, scheme) -> tuple[float, float]:
-        """(per kept rank, fixed) cost of the layer factorised under ``scheme``."""
+        """(per kept rank, fixed) cost of the layer factorised under ``scheme`` (not asked of a
+        resource whose :meth:`rank_table` gives a table)."""
         raise NotImplementedError
 
     def rank_table(self, layer, scheme):
         """The factorised cost at every rank 0..full when it is measured and not linear in the
-        rank (latency), else None; where given, it is the truth and :meth:`rank_cost` only
-        the linear model relaxations use."""
+        rank (latency), else None; where given, it is the truth, and the linear model that
+        relaxations use is its least-squares line (:func:`linear_fit`), not :meth:`rank_cost`."""
         return None
 
     def __repr__(self) -> str:
         return f"<resource {self.name}>"
+
+
+def linear_fit(table) -> tuple[float, float]:
+    """(per rank, fixed): the least-squares line through a measured per-rank table, clipped at 0."""
+    table = np.asarray(table, dtype=np.float64)
+    slope, intercept = np.polyfit(np.arange(table.size), table, 1) if table.size > 1 else (0.0, table[0])
+    return max(float(slope), 0.0), max(float(intercept), 0.0)
 
 
 _RESOURCES: dict[str, Resource] = {}
@@ -75,4 +84,4 @@ def priced(budgeted: Iterable[str] = ()) -> tuple[str, ...]:
 
 import_submodules(__name__, __path__)  # each module registers its resource
 
-__all__ = ["Resource", "get", "names", "priced", "register"]
+__all__ = ["Resource", "get", "linear_fit", "names", "priced", "register"]

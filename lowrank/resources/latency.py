@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..experiment.cache import DiskCache
+from ..experiment.cache import DiskCache, digest
 from ..latency import current_target, model_latency, prepared, time_call
 from . import Resource, register
 
@@ -40,8 +40,6 @@ def table_from_grid(grid: list[int], times: list[float]) -> np.ndarray:
 
 def _cached(key: dict, compute):
     """A timing from memory, then disk (when the target has a cache directory), then measured."""
-    from ..experiment.cache import digest
-
     k = digest(key)
     if k not in _memo:
         root = current_target().cache_root
@@ -109,13 +107,6 @@ class Latency(Resource):
 
         times = _cached(_key(layer, "factorised", target, device, scheme=scheme.name, grid=grid), measure)
         return table_from_grid(grid, list(times))
-
-    def rank_cost(self, layer, scheme):
-        """The least-squares line through the measured table: the linear model relaxations use."""
-        table = self.rank_table(layer, scheme)
-        r = np.arange(table.size)
-        slope, intercept = np.polyfit(r, table, 1) if table.size > 1 else (0.0, table[0])
-        return max(float(slope), 0.0), max(float(intercept), 0.0)
 
 
 register(Latency())
