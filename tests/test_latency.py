@@ -115,6 +115,21 @@ def test_timings_are_cached_on_disk_by_target(fake_clock, monkeypatch):
     assert len(timed) == 2 * first
 
 
+def test_a_changed_factorised_forward_is_timed_afresh(fake_clock, monkeypatch):
+    """The disk key holds a digest of the factorised module's source: timings of an old
+    forward (e.g. the 1x1 factor as a conv) must not price the new one."""
+    timed, _ = fake_clock
+    model, _, example = _lenet_data()
+    lowrank.LayerTable(model, example).problem(Budget(latency=0.8), "channel")
+    dense_and_factorised = len(timed)
+    monkeypatch.setattr(latency_resource, "_memo", {})
+    monkeypatch.setattr(latency_resource.inspect, "getsource", lambda cls: f"a new forward for {cls.__name__}")
+    lowrank.LayerTable(model, example).problem(Budget(latency=0.8), "channel")
+    dense_layers = 5  # dense timings do not depend on our source; every factorised table is re-timed
+    assert dense_and_factorised < len(timed) < 2 * dense_and_factorised
+    assert len(timed) - dense_and_factorised == dense_and_factorised - dense_layers
+
+
 @pytest.mark.parametrize("k", [1, 4])
 def test_latency_with_macs_and_params_and_rank_multiples(fake_clock, k, monkeypatch):
     _, model_latency = fake_clock

@@ -122,3 +122,25 @@ def test_rebuild_rejects_bad_requests(x28):
     with pytest.raises(ValueError, match="example_input"):
         rebuild(model, {"fc": 1})
     assert isinstance(rebuild(model, {"fc": 1}, example_input=x28).fc, FactorizedLinear)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("layout", ["batched", "unbatched", "channels_last"])
+def test_channel_scheme_pointwise_product_is_the_1x1_conv(bias, layout):
+    """The 1x1 factor runs as a batched matrix product (faster on CPU); it must compute
+    exactly what the stored 1x1 conv computes, for every input layout."""
+    torch.manual_seed(0)
+    dense = nn.Conv2d(5, 7, 3, padding=1, bias=bias)
+    layer = FactorizedConv2d.from_dense(dense, 3, "channel", svd(dense, "channel"))
+    x = torch.randn(4, 5, 9, 11)
+    if layout == "unbatched":
+        x = x[0]
+    elif layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    as_conv = layer.second(layer.first(x))
+    out = layer(x)
+    assert out.shape == as_conv.shape
+    assert torch.allclose(out, as_conv, atol=1e-6)
+    if layout == "batched":  # the product path really ran: the conv is not called
+        layer.second.forward = None
+        assert torch.allclose(layer(x), as_conv, atol=1e-6)

@@ -70,6 +70,21 @@ class FactorizedConv2d(nn.Module):
                 layer.bias.copy_(dense.bias)
         return layer
 
+    def _pointwise(self, h: torch.Tensor) -> torch.Tensor:
+        """The channel scheme's 1x1 conv as one batched matrix product over the positions.
+
+        The same sum as ``self.second(h)`` (the weights stay in that conv), but faster on the
+        CPU for the narrow channel counts a low rank makes: rebuilt zoo CNNs ran 0.99-1.15x
+        the speed of the all-conv form (reports/pointwise.md). Channels-last inputs
+        (``is_contiguous()`` false) keep the conv, which suits that layout.
+        """
+        n, r, height, width = h.shape
+        weight = self.second.weight.reshape(self.out_channels, r).expand(n, -1, -1)
+        flat = h.reshape(n, r, height * width)
+        bias = self.second.bias
+        out = torch.bmm(weight, flat) if bias is None else torch.baddbmm(bias[None, :, None], weight, flat)
+        return out.reshape(n, self.out_channels, height, width)
+
     def _output_size(self, x: torch.Tensor) -> tuple[int, int]:
         (kh, kw), (sh, sw), pad, (dh, dw), _ = self._geometry
         if pad == "same":
@@ -82,7 +97,10 @@ class FactorizedConv2d(nn.Module):
 
     def forward(self, x):
         if self.rank > 0:
-            return self.second(self.first(x))
+            h = self.first(x)
+            if self.scheme == "channel" and h.dim() == 4 and h.is_contiguous():
+                return self._pointwise(h)
+            return self.second(h)
         h, w = self._output_size(x)
         out = x.new_zeros(*x.shape[:-3], self.out_channels, h, w)
         return out + self.bias[:, None, None] if self.bias is not None else out

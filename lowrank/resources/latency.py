@@ -13,6 +13,8 @@ budget names it (``Budget(latency=0.5)``).
 """
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 
@@ -69,6 +71,12 @@ def _key(layer, what: str, target, device, **extra) -> dict:
             "calls": [c[0] for c in layer.calls], "target": target.key(device), **extra}
 
 
+def _implementation(scheme, dense, rows: int, cols: int) -> str:
+    """A digest of the factorised module's source: a faster forward must not reuse old timings."""
+    module = scheme.factorized(dense, 0, (torch.zeros(rows, 0), torch.zeros(0), torch.zeros(0, cols)))
+    return digest(inspect.getsource(type(module)))
+
+
 class Latency(Resource):
     name, label, axis = "latency", "latency us", "latency budget"
     order = 2
@@ -105,7 +113,9 @@ class Latency(Resource):
                 times.append(_time_layer(scheme.factorized(dense, r, factors), inputs, device, target))
             return times
 
-        times = _cached(_key(layer, "factorised", target, device, scheme=scheme.name, grid=grid), measure)
+        key = _key(layer, "factorised", target, device, scheme=scheme.name, grid=grid,
+                   implementation=_implementation(scheme, layer.module, rows, cols))
+        times = _cached(key, measure)
         return table_from_grid(grid, list(times))
 
 
