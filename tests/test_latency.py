@@ -189,9 +189,10 @@ def test_a_sweep_row_under_a_latency_budget(fake_clock, monkeypatch, tmp_path):
 
     _, model_latency = fake_clock
     monkeypatch.setattr(lowrank.latency, "compare_speed", lambda a, b, x, target=None, rounds=11: SpeedCheck(
-        model_latency(a, x), model_latency(b, x), 0.0, rounds, target or LatencyTarget()))
+        model_latency(a, x), model_latency(b, x), 7.0, rounds, target or LatencyTarget()))
     spec = RunSpec.from_dict(dict(model="lenet5-digits", method="exact", budget_latency=0.8, budget_macs=0.6, eval_samples=50))
     row = execute_run(spec.to_dict(), str(tmp_path))
     assert row["status"] == "ok", row.get("error")
     assert row["fits"] == 1 and row["latency_fraction"] <= 0.8 + 1e-9 and row["macs_fraction"] <= 0.6
     assert row["planned_latency"] <= 0.8 * row["original_latency"] + 1  # the plan's µs, rounded
+    assert row["latency_noise"] == 7.0  # the check's noise, stored beside the measurement

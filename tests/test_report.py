@@ -80,6 +80,18 @@ def test_report_files_images_and_tables(sweep_db, tmp_path):
     assert as_json == json.loads(json.dumps(rows, sort_keys=True))
     assert all(r["metric_after"] is not None and len(r["finetune_history"]) == 1 for r in as_json)
     assert "The original fine-tuned by the same recipe (1 epochs)" in md and "original fine-tuned" in md
+    assert "MACs per sample" in md and "(torch.utils.flop_counter MACs; parameters counted from the module)" in md
+
+
+def test_a_measured_resource_is_reported_in_its_own_units_and_check(sweep_db, tmp_path):
+    """Latency is microseconds per batch, measured: the page must not call it a count per sample."""
+    with ResultStore(sweep_db) as store:
+        rows = store.rows(sweep="rep")
+    for r in rows:
+        r.update(original_latency=2345.6, latency=1500.0, latency_fraction=1500.0 / 2345.6, latency_noise=12.0)
+    md = (make_report(rows, tmp_path / "lat", title="latency").parent / "index.md").read_text()
+    assert "2.3 ms per batch (measured)" in md and "latency us per sample" not in md
+    assert "latency timed alternately with the original, held within the measured noise" in md
 
 
 def test_fine_tuned_runs_carry_the_original_fine_tuned_by_the_same_recipe(sweep_db):

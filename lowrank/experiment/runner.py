@@ -298,6 +298,8 @@ def _costs(run: RunSpec, table, result, example) -> dict:
         cast = int if resources.get(r).integer else float
         out.update({r: cast(counted[r]), f"original_{r}": original[r], f"{r}_fraction": counted[r] / original[r],
                     f"planned_{r}": result.plan.totals_after[r]})
+    if check is not None:
+        out["latency_noise"] = check.noise_us  # "held" means measured <= limit + this
     out["fits"] = int(all(counted[r] <= limits[r] for r in names if r != "latency") and (check is None or bool(check.held)))
     rows = result.plan.rows
     out.update(ranks={x.name: x.rank for x in rows}, schemes={x.name: x.scheme for x in rows},  # full rank where dense

@@ -17,13 +17,16 @@ from .. import resources
 
 # Flat columns for what reports group and filter by; lists and dicts go in as JSON text.
 # Per resource (see lowrank.resources): its budget, the independent count of the rebuilt
-# model, the original's, the fraction kept and the planned cost.
+# model, the original's, the fraction kept, the planned cost and, for a measured resource
+# (``cheap=False``), the measurement's noise (NULL for exact counts).
 def _resource_columns() -> dict[str, str]:
     cols = {}
     for name in resources.names():
         count = "INTEGER" if resources.get(name).integer else "REAL"
         cols.update({f"budget_{name}": "REAL", name: count, f"original_{name}": count,
                      f"{name}_fraction": "REAL", f"planned_{name}": count})
+        if not resources.get(name).cheap:
+            cols[f"{name}_noise"] = "REAL"
     return cols
 
 

@@ -60,9 +60,10 @@ def _overview(page: Page, rows: list[dict], ok: list[dict], config: dict | None,
         + (f". Made by `{command}`." if command else ".")
     )
     violations = [r for r in ok if not r["fits"]]
+    checks = [resources.get(n).checked_by for n in resources.names() if any(r.get(f"original_{n}") is not None for r in ok)]
     page.text(
-        "Every budget was met by an independent count of the rebuilt model (torch.utils.flop_counter MACs, parameters counted "
-        "from the module)." if ok and not violations else f"{len(violations)} runs exceed their budget by the independent count."
+        f"Every budget was met by an independent count of the rebuilt model ({'; '.join(checks)})." if ok and not violations
+        else f"{len(violations)} runs exceed their budget by the independent count."
     )
     if ok:
         r0 = ok[0]
@@ -86,8 +87,8 @@ def _model_section(page: Page, mrows: list[dict], model: str, out: Path) -> None
     """Per model: the original's costs, a budget curve per budget axis, ranks at the middle budget."""
     page.heading(model)
     shown = [r for r in resources.names() if mrows[0].get(f"original_{r}") is not None]
-    page.text("Original: " + ", ".join(f"{mrows[0][f'original_{r}']:,} {resources.get(r).label}" for r in shown)
-              + f" per sample, {mrows[0]['metric_name']} {mrows[0]['metric_original']:.4f}." + _control_text(mrows))
+    page.text("Original: " + ", ".join(resources.get(r).amount(mrows[0][f"original_{r}"]) for r in shown)
+              + f", {mrows[0]['metric_name']} {mrows[0]['metric_original']:.4f}." + _control_text(mrows))
     axes = sorted({budget_axis(r) for r in mrows}, key=axis_order)
     for axis in axes:
         arows = [r for r in mrows if budget_axis(r) == axis]

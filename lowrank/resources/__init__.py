@@ -24,6 +24,11 @@ class Resource:
     integer: bool = True  # counts are whole numbers (the store's column type)
     cheap: bool = True  # priced for every problem; an expensive one only when a budget names it
     order: int = 100  # place in tables, columns and flags (MACs 0, params 1; new ones after)
+    checked_by: str = "its own count"  # how the report says the rebuilt model's total was checked
+
+    def amount(self, value: float) -> str:
+        """A total in words for reports: "30,317,056 MACs per sample"."""
+        return f"{value:,.0f} {self.label}"
 
     def count(self, model: nn.Module, example_input: Any) -> float:
         """The whole model's total, counted without our per-layer cost model."""

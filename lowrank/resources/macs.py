@@ -11,6 +11,10 @@ from . import Resource, register
 class Macs(Resource):
     name, label, axis = "macs", "MACs", "MAC budget"
     order = 0
+    checked_by = "torch.utils.flop_counter MACs"
+
+    def amount(self, value):
+        return f"{value:,.0f} MACs per sample"
 
     def count(self, model, example_input):
         from ..model.inputs import call_model

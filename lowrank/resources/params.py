@@ -7,6 +7,7 @@ from . import Resource, register
 class Params(Resource):
     name, label, axis = "params", "params", "parameter budget"
     order = 1
+    checked_by = "parameters counted from the module"
 
     def count(self, model, example_input):
         return sum(p.numel() for p in model.parameters())
