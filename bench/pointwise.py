@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 import lowrank  # noqa: E402
 from lowrank import Budget, FactorizedConv2d  # noqa: E402
 from lowrank.experiment.runner import _subset  # noqa: E402
-from lowrank.latency import LatencyTarget, compare_speed, measured_on  # noqa: E402
+from lowrank.latency import LatencyTarget, batch_of, compare_speed, measured_on  # noqa: E402
 from lowrank.zoo import get  # noqa: E402
 from _report import command, write_report  # noqa: E402
 
@@ -65,7 +65,7 @@ def main():
                                            table=table).model
                 old = with_conv_pointwise(rebuilt)
                 with torch.inference_mode():
-                    x = example.repeat(64, *[1] * (example.dim() - 1))
+                    x = batch_of(example, target, torch.device("cpu"))  # what compare_speed times
                     diff = (old(x) - rebuilt(x)).abs().max().item()
                 vs_old = compare_speed(old, rebuilt, example, target, args.rounds)
                 vs_original = compare_speed(original, rebuilt, example, target, args.rounds)
