@@ -113,35 +113,45 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def round_times(fn: Callable[[], Any], device: torch.device, target: LatencyTarget, rounds: int) -> list[float]:
-    """Seconds per call of ``fn`` in each of ``rounds`` rounds (call it inside ``_timing``)."""
+def _calls_per_round(fn: Callable[[], Any], device: torch.device, target: LatencyTarget) -> int:
+    """Warm ``fn`` up, then find how many calls make a round of at least ``min_seconds``."""
     for _ in range(2):
         fn()
     _sync(device)
     n = 1
-    while True:  # calls per round: enough for min_seconds
+    while True:
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
         _sync(device)
         dt = time.perf_counter() - t0
         if dt >= target.min_seconds or n >= 1 << 16:
-            break
+            return n
         n = max(n * 2, int(n * target.min_seconds / max(dt, 1e-9)) + 1)
-    out = []
+
+
+def interleaved_times(fns: list[Callable[[], Any]], device: torch.device, target: LatencyTarget,
+                      rounds: int) -> list[list[float]]:
+    """Seconds per call of each of ``fns`` in each of ``rounds`` rounds, taking turns within
+    every round (call it inside ``_timing``). A shared machine's speed drifts by a third within
+    seconds; timed in turn, all of them see the same drift, so their ratios and differences
+    hold where separate timings would not."""
+    counts = [_calls_per_round(fn, device, target) for fn in fns]
+    out: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        _sync(device)
-        out.append((time.perf_counter() - t0) / n)
+        for fn, n, times in zip(fns, counts, out):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            _sync(device)
+            times.append((time.perf_counter() - t0) / n)
     return out
 
 
 def time_call(fn: Callable[[], Any], device: torch.device, target: LatencyTarget) -> float:
     """Microseconds per call of ``fn``: the median of ``target.repeats`` rounds."""
     with _timing(target, device):
-        return 1e6 * statistics.median(round_times(fn, device, target, target.repeats))
+        return 1e6 * statistics.median(interleaved_times([fn], device, target, target.repeats)[0])
 
 
 def batch_of(example: Any, target: LatencyTarget, device: torch.device) -> Any:
@@ -218,11 +228,8 @@ def compare_speed(original: nn.Module, rebuilt: nn.Module, example: Any, target:
     device = target.resolve(original)
     a, b = prepared(original, device, target), prepared(rebuilt, device, target)
     x = batch_of(example, target, device)
-    ta, tb = [], []
     with _timing(target, device), evaluating(a), evaluating(b):
-        for _ in range(rounds):
-            ta += round_times(lambda: call_model(a, x), device, target, 1)
-            tb += round_times(lambda: call_model(b, x), device, target, 1)
+        ta, tb = interleaved_times([lambda: call_model(a, x), lambda: call_model(b, x)], device, target, rounds)
     med_b = statistics.median(tb)
     mad = statistics.median(abs(t - med_b) for t in tb)
     return SpeedCheck(1e6 * statistics.median(ta), 1e6 * med_b, 1e6 * 1.4826 * mad, rounds, target)
@@ -237,5 +244,5 @@ def check_latency(original: nn.Module, rebuilt: nn.Module, example: Any, budget_
     return replace(check, limit_us=limit, predicted_us=predicted_us)
 
 
-__all__ = ["LatencyTarget", "SpeedCheck", "check_latency", "compare_speed", "current_target", "measured_on", "model_latency",
+__all__ = ["LatencyTarget", "SpeedCheck", "check_latency", "compare_speed", "current_target", "interleaved_times", "measured_on", "model_latency",
            "time_call"]

@@ -49,7 +49,13 @@ def fake_clock(monkeypatch, tmp_path):
         target = target or lowrank.latency.current_target()
         return fake_us(model, [example.expand(target.batch, *example.shape[1:])])
 
+    def time_together(model, example, records):
+        target = lowrank.latency.current_target()
+        inputs = lambda r: [torch.randn(c[0][0] * target.batch, *c[0][1:]) for c in r.calls]  # noqa: E731
+        return model_latency(model, example), [fake_us(r.module, inputs(r)) for r in records]
+
     monkeypatch.setattr(latency_resource, "_time_layer", time_layer)
+    monkeypatch.setattr(latency_resource, "_time_together", time_together)
     monkeypatch.setattr(latency_resource, "model_latency", model_latency)
     monkeypatch.setattr(latency_resource, "_memo", {})
     monkeypatch.setenv("LOWRANK_LATENCY_CACHE", str(tmp_path / "cache"))
@@ -128,6 +134,41 @@ def test_a_changed_factorised_forward_is_timed_afresh(fake_clock, monkeypatch):
     dense_layers = 5  # dense timings do not depend on our source; every factorised table is re-timed
     assert dense_and_factorised < len(timed) < 2 * dense_and_factorised
     assert len(timed) - dense_and_factorised == dense_and_factorised - dense_layers
+
+
+def test_timings_from_another_hour_are_moved_onto_the_clock_of_the_total(fake_clock, monkeypatch):
+    """A shared machine runs a third faster or slower from minute to minute. Tables cached on
+    a slow day must not be compared with a total timed on a fast one (the base, the total
+    minus the layers, would vanish and the plan would throw away ranks the budget allows):
+    each table is scaled by its layer's dense time now over then."""
+    model, _, example = _lenet_data()
+    fresh = lowrank.LayerTable(model, example)
+    fresh.problem(Budget(latency=0.8), "auto")  # timed at clock speed 1, cached on disk
+    monkeypatch.setattr(latency_resource, "_memo", {})
+    real_together = latency_resource._time_together
+    monkeypatch.setattr(latency_resource, "_time_together",  # the machine now runs twice as fast
+                        lambda m, x, records: tuple(np.divide(v, 2) for v in real_together(m, x, records)))
+    later = lowrank.LayerTable(model, example)
+    later.problem(Budget(latency=0.8), "auto")
+    assert later.totals_of(["latency"])["latency"] == pytest.approx(fresh.totals_of(["latency"])["latency"] / 2)
+    assert later.dense_base_cost(["latency"])[0] == pytest.approx(fresh.dense_base_cost(["latency"])[0] / 2)
+    assert fresh.dense_base_cost(["latency"])[0] > 0
+    for name, layer in later.layers.items():
+        if not layer.compressible:
+            continue
+        assert layer.dense["latency"] == pytest.approx(fresh.layers[name].dense["latency"] / 2)
+        for scheme, cost in layer.costs.items():
+            np.testing.assert_allclose(cost.tables["latency"], fresh.layers[name].costs[scheme].tables["latency"] / 2)
+            assert cost.per_rank["latency"] == pytest.approx(fresh.layers[name].costs[scheme].per_rank["latency"] / 2)
+
+
+def test_interleaved_timing_takes_turns_within_every_round():
+    calls = []
+    fns = [lambda: calls.append("a"), lambda: calls.append("b")]
+    target = LatencyTarget(min_seconds=0.0)
+    times = lowrank.latency.interleaved_times(fns, torch.device("cpu"), target, rounds=3)
+    assert [len(t) for t in times] == [3, 3] and all(t >= 0 for ts in times for t in ts)
+    assert calls[-6:] == ["a", "b"] * 3  # after the warm-up: a, b, a, b, ...
 
 
 @pytest.mark.parametrize("k", [1, 4])

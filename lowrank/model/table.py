@@ -74,15 +74,21 @@ class LayerTable:
 
     # --- costs -----------------------------------------------------------------------------
     def price(self, names: Sequence[str]) -> None:
-        """Make sure every layer is priced in the resources ``names`` (expensive ones on demand)."""
+        """Make sure every layer is priced in the resources ``names`` (expensive ones on demand,
+        together with the model's total: a measured resource's costs are only comparable on the
+        clock its total was timed on, see :meth:`totals_of`)."""
         for layer in self.layers.values():
             layer.price(names)
+        self.totals_of([n for n in names if not resources.get(n).cheap])
 
     def totals_of(self, names: Sequence[str]) -> dict[str, float]:
-        """The original model's total per resource, counted once each on the whole model."""
+        """The original model's total per resource, counted once each on the whole model (a
+        measured resource is timed together with the layers it prices, so they share a clock)."""
         for name in names:
             if name not in self._totals:
-                self._totals[name] = resources.get(name).count(self.model, self.example_input)
+                for layer in self.layers.values():
+                    layer.price([name])
+                self._totals[name] = resources.get(name).measure_total(self)
         return {n: self._totals[n] for n in names}
 
     @property

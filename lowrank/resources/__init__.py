@@ -34,6 +34,11 @@ class Resource:
         """The whole model's total, counted without our per-layer cost model."""
         raise NotImplementedError
 
+    def measure_total(self, table) -> float:
+        """The original model's total, the reference a fractional budget is taken of
+        (``table``: the model's LayerTable, its layers priced in this resource)."""
+        return self.count(table.model, table.example_input)
+
     def dense_cost(self, layer) -> float:
         """What the layer costs as it is (``layer``: a recorded layer, see lowrank.model.record)."""
         raise NotImplementedError

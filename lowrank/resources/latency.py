@@ -6,21 +6,30 @@ ranks (every small rank, then multiples of 8, 16 or 32) and a rank between grid 
 costs what the next grid rank above it measured (latency steps with the vector width, so
 this is the safe side). The table is made non-decreasing in the rank. Timings are kept on
 disk keyed by the layer's geometry, scheme, call shapes, the target and the library
-versions, so a layer is timed once per machine. The whole model's latency (the budget's
-reference) is timed end to end; what the compressible layers do not explain (activations,
-pooling, normalisation, ...) is the fixed base cost. Expensive, so priced only when a
-budget names it (``Budget(latency=0.5)``).
+versions, so a layer is timed once per machine.
+
+The whole model's latency (the budget's reference) is timed end to end, taking turns with
+every priced layer's dense form, round by round; what the layers do not explain
+(activations, pooling, normalisation, ...) is the fixed base cost. A shared machine runs a
+third faster or slower from one minute to the next, so timings from the disk (another hour,
+another day) are moved onto this clock: each factorised table was timed with its dense
+layer, and is scaled by that layer's dense time now over then. Without this the base, a
+difference of two clocks, swung from 10 to 35 ms on vgg-fmnist and plans threw away ranks
+the budget allowed. Expensive, so priced only when a budget names it (``Budget(latency=0.5)``).
 """
 from __future__ import annotations
 
 import inspect
+import statistics
 
 import numpy as np
 import torch
 
 from ..experiment.cache import DiskCache, digest
-from ..latency import current_target, model_latency, prepared, time_call
-from . import Resource, register
+from ..latency import _timing, batch_of, current_target, interleaved_times, model_latency, prepared, time_call
+from ..model.inputs import call_model
+from ..model.modes import evaluating
+from . import Resource, linear_fit, register
 
 _memo: dict[str, object] = {}
 
@@ -59,11 +68,7 @@ def _call_inputs(layer, target, device) -> list[torch.Tensor]:
 
 
 def _time_layer(module, inputs, device, target) -> float:
-    def run():
-        for x in inputs:
-            module(x)
-
-    return time_call(run, device, target)
+    return time_call(_layer_call(module, inputs), device, target)
 
 
 def _key(layer, what: str, target, device, **extra) -> dict:
@@ -101,7 +106,9 @@ class Latency(Resource):
         return float(_cached(_key(layer, "dense", target, device), measure))
 
     def rank_table(self, layer, scheme) -> np.ndarray:
-        """Measured latency of the factorised layer at every rank 0..full (see module doc)."""
+        """Measured latency of the factorised layer at every rank 0..full (see module doc), on
+        the clock of :meth:`dense_cost`: each table is timed with its dense layer and scaled by
+        the dense time the table is used with over the one it was timed with."""
         target = current_target()
         device = target.resolve(layer.module)
         rows, cols = scheme.matrix_shape(layer.weight_shape)
@@ -115,12 +122,49 @@ class Latency(Resource):
                 kw = dict(device=device, dtype=target.torch_dtype)
                 factors = (torch.randn(rows, r, **kw), torch.ones(r, **kw), torch.randn(r, cols, **kw))
                 times.append(_time_layer(scheme.factorized(dense, r, factors), inputs, device, target))
-            return times
+            return {"dense": _time_layer(dense, inputs, device, target), "times": times}
 
-        key = _key(layer, "factorised", target, device, scheme=scheme.name, grid=grid,
+        key = _key(layer, "factorised", target, device, scheme=scheme.name, grid=grid, with_dense=True,
                    implementation=_implementation(scheme, layer.module, rows, cols))
-        times = _cached(key, measure)
-        return table_from_grid(grid, list(times))
+        timed = _cached(key, measure)
+        return table_from_grid(grid, list(timed["times"])) * (self.dense_cost(layer) / timed["dense"])
+
+    def measure_total(self, table) -> float:
+        """The original model timed in turn with every priced layer's dense form, round by
+        round; each layer's costs are then moved onto this clock (see module doc)."""
+        layers = [l for l in table.compressible if self.name in l.dense]
+        total, dense_now = _time_together(table.model, table.example_input, [l.record for l in layers])
+        for layer, now in zip(layers, dense_now):
+            scale = now / layer.dense[self.name]
+            layer.dense[self.name] = now
+            for cost in layer.costs.values():
+                if self.name in cost.tables:
+                    cost.tables[self.name] = cost.tables[self.name] * scale
+                    cost.per_rank[self.name], cost.fixed[self.name] = linear_fit(cost.tables[self.name])
+        return total
+
+
+def _time_together(model, example, records) -> tuple[float, list[float]]:
+    """Microseconds per batch of the whole model and of each recorded layer (dense), timed in
+    turn in every round (medians): one clock for the total and its parts."""
+    target = current_target()
+    device = target.resolve(model)
+    whole = prepared(model, device, target)
+    x = batch_of(example, target, device)
+    calls = [lambda: call_model(whole, x)]
+    for record in records:
+        calls.append(_layer_call(prepared(record.module, device, target), _call_inputs(record, target, device)))
+    with _timing(target, device), evaluating(whole):
+        times = interleaved_times(calls, device, target, target.repeats)
+    total, *dense = (1e6 * statistics.median(t) for t in times)
+    return total, dense
+
+
+def _layer_call(module, inputs):
+    def run():
+        for x in inputs:
+            module(x)
+    return run
 
 
 register(Latency())
