@@ -171,6 +171,17 @@ def test_interleaved_timing_takes_turns_within_every_round():
     assert calls[-6:] == ["a", "b"] * 3  # after the warm-up: a, b, a, b, ...
 
 
+def test_the_speed_check_pairs_each_rounds_two_timings():
+    """The machine turns twice as slow between the two timings of round 4: the medians of
+    the columns would read no speedup, the per-round ratios read the true 2x."""
+    phase_a, phase_b = [1, 1, 1, 1, 2, 2, 2], [1, 1, 1, 2, 2, 2, 2]
+    original = [0.010 * p for p in phase_a]
+    rebuilt = [0.005 * p for p in phase_b]
+    assert np.median(original) / np.median(rebuilt) == pytest.approx(1.0)
+    original_us, rebuilt_us, noise_us = lowrank.latency.paired_estimate(original, rebuilt)
+    assert original_us == pytest.approx(10_000) and rebuilt_us == pytest.approx(5_000) and noise_us == 0
+
+
 @pytest.mark.parametrize("k", [1, 4])
 def test_latency_with_macs_and_params_and_rank_multiples(fake_clock, k, monkeypatch):
     _, model_latency = fake_clock
