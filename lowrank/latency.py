@@ -148,10 +148,16 @@ def interleaved_times(fns: list[Callable[[], Any]], device: torch.device, target
     return out
 
 
+def time_in_turn(fns: list[Callable[[], Any]], device: torch.device, target: LatencyTarget) -> list[float]:
+    """Microseconds per call of each of ``fns``, timed in turn within each of ``target.repeats``
+    rounds (medians): one clock for all of them."""
+    with _timing(target, device):
+        return [1e6 * statistics.median(t) for t in interleaved_times(fns, device, target, target.repeats)]
+
+
 def time_call(fn: Callable[[], Any], device: torch.device, target: LatencyTarget) -> float:
     """Microseconds per call of ``fn``: the median of ``target.repeats`` rounds."""
-    with _timing(target, device):
-        return 1e6 * statistics.median(interleaved_times([fn], device, target, target.repeats)[0])
+    return time_in_turn([fn], device, target)[0]
 
 
 def batch_of(example: Any, target: LatencyTarget, device: torch.device) -> Any:
@@ -256,5 +262,5 @@ def check_latency(original: nn.Module, rebuilt: nn.Module, example: Any, budget_
     return replace(check, limit_us=limit, predicted_us=predicted_us)
 
 
-__all__ = ["LatencyTarget", "SpeedCheck", "check_latency", "compare_speed", "current_target", "interleaved_times", "measured_on", "paired_estimate", "model_latency",
-           "time_call"]
+__all__ = ["LatencyTarget", "SpeedCheck", "check_latency", "compare_speed", "current_target", "interleaved_times",
+           "measured_on", "model_latency", "paired_estimate", "time_call", "time_in_turn"]

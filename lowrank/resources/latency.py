@@ -20,13 +20,12 @@ the budget allowed. Expensive, so priced only when a budget names it (``Budget(l
 from __future__ import annotations
 
 import inspect
-import statistics
 
 import numpy as np
 import torch
 
 from ..experiment.cache import DiskCache, digest
-from ..latency import _timing, batch_of, current_target, interleaved_times, model_latency, prepared, time_call
+from ..latency import batch_of, current_target, model_latency, prepared, time_call, time_in_turn
 from ..model.inputs import call_model
 from ..model.modes import evaluating
 from . import Resource, linear_fit, register
@@ -154,9 +153,8 @@ def _time_together(model, example, records) -> tuple[float, list[float]]:
     calls = [lambda: call_model(whole, x)]
     for record in records:
         calls.append(_layer_call(prepared(record.module, device, target), _call_inputs(record, target, device)))
-    with _timing(target, device), evaluating(whole):
-        times = interleaved_times(calls, device, target, target.repeats)
-    total, *dense = (1e6 * statistics.median(t) for t in times)
+    with evaluating(whole):
+        total, *dense = time_in_turn(calls, device, target)
     return total, dense
 
 
