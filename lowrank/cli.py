@@ -111,7 +111,7 @@ def _budget_of(args) -> Budget:
 def _counted(counts: dict) -> str:
     """``123 MACs (FlopCounterMode), 45 params``: an independent count in words."""
     note = {"macs": " (FlopCounterMode)"}
-    return ", ".join(f"{v:,} {resources.get(r).label}{note.get(r, '')}" for r, v in counts.items())
+    return ", ".join(f"{v:,} {resources.get(r).heading}{note.get(r, '')}" for r, v in counts.items())
 
 
 def _rank_multiple(text: str):

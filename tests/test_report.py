@@ -136,3 +136,10 @@ def test_report_renders_in_headless_chromium(sweep_db, tmp_path):
         check=True, capture_output=True, timeout=120,
     )
     assert shot.stat().st_size > 20_000  # a rendered page with plots, not a blank one
+
+
+def test_budget_labels_name_a_fraction_plainly_and_an_absolute_limit_in_its_unit():
+    from lowrank.report.labels import budget_label
+
+    assert budget_label({"budget_macs": 0.5, "budget_latency": 0.625}) == "MACs <= 50%, latency <= 62%"
+    assert budget_label({"budget_latency": 40000.0}) == "latency <= 40,000 us"

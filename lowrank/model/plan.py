@@ -89,7 +89,7 @@ class Plan:
 
     def table(self) -> str:
         res = list(self.totals_before)
-        labels = [resources.get(r).label for r in res]
+        labels = [resources.get(r).heading for r in res]
         head = f"{'layer':28s} {'kind':7s} {'scheme':8s} {'rank':>11s}" + "".join(
             f" {label + ' before':>14s} {label + ' after':>14s}" for label in labels)
         lines = [head, "-" * len(head)]

@@ -171,7 +171,7 @@ class LayerTable:
     def summary(self) -> str:
         """A readable table of every layer, its costs and, for dense ones, why."""
         shown = resources.priced()
-        cols = "".join(f" {resources.get(r).label:>12s}" for r in shown)
+        cols = "".join(f" {resources.get(r).heading:>12s}" for r in shown)
         lines = [f"{'layer':32s} {'kind':10s} {'weight':18s}{cols}  note"]
         for l in self.layers.values():
             note = "compressible: " + ", ".join(f"{s} rank {c.full_rank}" for s, c in l.costs.items()) if l.compressible else l.reason

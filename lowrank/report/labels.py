@@ -46,7 +46,13 @@ def method_label(row: dict) -> str:
 
 
 def budget_label(row: dict) -> str:
-    return ", ".join(f"{resources.get(r).label} <= {frac(row[f'budget_{r}'])}" for r in budget_resources(row))
+    """``MACs <= 50%, latency <= 62%``; an absolute limit in the resource's unit: ``latency <= 40,000 us``."""
+    return ", ".join(_limit(r, row[f"budget_{r}"]) for r in budget_resources(row))
+
+
+def _limit(name: str, value: float) -> str:
+    res = resources.get(name)
+    return f"{res.label} <= {frac(value)}" + (f" {res.unit}" if value > 1 and res.unit else "")
 
 
 def frac(v: float) -> str:

@@ -20,11 +20,17 @@ from .._plugins import import_submodules
 class Resource:
     name: str = ""
     label: str = ""  # in tables and plots: "MACs"
+    unit: str = ""  # what a count is in, where the label does not say it (latency: "us")
     axis: str = ""  # the budget kind in words: "MAC budget"
     integer: bool = True  # counts are whole numbers (the store's column type)
     cheap: bool = True  # priced for every problem; an expensive one only when a budget names it
     order: int = 100  # place in tables, columns and flags (MACs 0, params 1; new ones after)
     checked_by: str = "its own count"  # how the report says the rebuilt model's total was checked
+
+    @property
+    def heading(self) -> str:
+        """A column heading over counts: "MACs", "latency us"."""
+        return f"{self.label} {self.unit}".strip()
 
     def amount(self, value: float) -> str:
         """A total in words for reports: "30,317,056 MACs per sample"."""

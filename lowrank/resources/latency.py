@@ -82,7 +82,7 @@ def _implementation(scheme, dense, rows: int, cols: int) -> str:
 
 
 class Latency(Resource):
-    name, label, axis = "latency", "latency us", "latency budget"
+    name, label, unit, axis = "latency", "latency", "us", "latency budget"
     order = 2
     integer = False
     cheap = False
