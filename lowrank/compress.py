@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numbers
 import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -14,6 +15,7 @@ from solvers.multiples import Multiples
 from .budget import Budget
 from .latency import LatencyTarget, SpeedCheck, check_latency, measured_on
 from .model import needs
+from .model.graph import severing
 from .model.inputs import first_sample, model_device
 from .model.network_loss import as_batches, split_calibration
 from .model.plan import Plan
@@ -28,6 +30,29 @@ class CompressionResult:
     allocation: solvers.Allocation
     table: LayerTable
     latency: SpeedCheck | None = None  # with a latency budget: the rebuilt model timed against the original
+
+    @property
+    def severed_by(self) -> list[str]:
+        """Layers at rank 0 that leave the output independent of the input (a constant model)."""
+        return self.plan.info.get("severed_by", [])
+
+    def flag_severed(self) -> "CompressionResult":
+        """Say so, loudly, when the plan zeroes a layer every input-to-output path passes
+        through: the budget held, but the model now predicts a constant."""
+        zeroed = [r.name for r in self.plan.rows if r.rank == 0 and not r.dense]
+        cut = severing(self.table.graph, zeroed)
+        if cut:
+            self.plan.info["severed_by"] = cut
+            warnings.warn(
+                f"the plan keeps {', '.join(repr(n) for n in cut)} at rank 0, which cuts every path from the input to "
+                "the output, so the rebuilt model's output no longer depends on its input. The budget "
+                "is too tight for a working model with this method and scheme: loosen it, or try another scheme "
+                "(e.g. scheme='spatial' or 'auto').", SeveredModelWarning, stacklevel=3)
+        return self
+
+
+class SeveredModelWarning(UserWarning):
+    """A plan held its budget by cutting the network's input off from its output."""
 
 
 def compress(
@@ -139,7 +164,7 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
         plan = Plan.from_allocation(table, alloc, budget.limits(table.totals_of(problem.resources)))
         rebuilt = rebuild(model, plan.ranks, plan.schemes, table=table)
         if not timed:
-            return CompressionResult(rebuilt, plan, alloc, table)
+            return CompressionResult(rebuilt, plan, alloc, table).flag_severed()
         predicted = float(alloc.cost[lat])
         check = check_latency(model, rebuilt, table.example_input, budget["latency"], budget.is_absolute("latency"), predicted)
         plan.info.update(latency_attempts=attempt, latency_plan_fraction=tighten)
@@ -148,4 +173,4 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
         if check.held or problem.budgets[lat] <= problem.min_cost()[lat]:
             break
         tighten *= 0.99 * check.limit_us / check.rebuilt_us
-    return CompressionResult(rebuilt, plan, alloc, table, check)
+    return CompressionResult(rebuilt, plan, alloc, table, check).flag_severed()

@@ -67,3 +67,22 @@ def _nearest_layers(g: nx.DiGraph, start: str, layers: set[str] | None) -> list[
             continue
         stack.extend(g.predecessors(n))
     return found
+
+
+def severing(g: nx.DiGraph, zeroed: list[str]) -> list[str]:
+    """Which of the layers ``zeroed`` (kept at rank 0: a constant output) leave the model's
+    output independent of its input: those every input-to-output path passes through, or
+    all of them where only together they cut every path. Empty when some path survives, or
+    when the graph is only the call order (torch.fx could not trace: no reliable paths)."""
+    if not zeroed or g.graph.get("source") != "torch.fx":
+        return []
+    nodes = {name: [n for n, d in g.nodes(data=True) if d.get("layer") == name] for name in zeroed}
+    inputs = [n for n, d in g.nodes(data=True) if d.get("op") == "placeholder"]
+    outputs = [n for n, d in g.nodes(data=True) if d.get("op") == "output"]
+
+    def cut(names) -> bool:
+        rest = g.subgraph(n for n in g if n not in {x for name in names for x in nodes[name]})
+        return not any(nx.has_path(rest, i, o) for i in inputs for o in outputs if i in rest and o in rest)
+
+    alone = [name for name in zeroed if cut([name])]
+    return alone or (list(zeroed) if cut(zeroed) else [])
