@@ -5,7 +5,8 @@ the median of the per-round ratios (``lowrank.latency.paired_estimate``, the che
     python bench/paired_speed.py [--model vgg-fmnist] [--latency 0.625] [--checks 6] [--rounds 11]
 
 The rebuilt model is ``exact`` at a latency budget, spatial scheme, weight basis; every check
-times the same pair in turn (``lowrank.latency.interleaved_times``, one torch thread, batch 64).
+times the same pair in turn (``lowrank.latency.alternating_rounds``, what ``compare_speed`` times; one
+torch thread, batch 64).
 Writes reports/paired_speed.md and .csv.
 """
 from __future__ import annotations
@@ -24,9 +25,7 @@ sys.path.insert(0, str(ROOT))
 import lowrank  # noqa: E402
 from lowrank import Budget  # noqa: E402
 from lowrank.experiment.runner import _subset  # noqa: E402
-from lowrank.latency import (LatencyTarget, _timing, batch_of, interleaved_times, measured_on,  # noqa: E402
-                             paired_estimate)
-from lowrank.model.inputs import call_model  # noqa: E402
+from lowrank.latency import LatencyTarget, alternating_rounds, measured_on, paired_estimate  # noqa: E402
 from lowrank.zoo import get  # noqa: E402
 from _report import command, write_report  # noqa: E402
 
@@ -41,7 +40,6 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     target = LatencyTarget(device="cpu", threads=1, batch=64)
-    cpu = torch.device("cpu")
     entry = get(args.model)
     original = entry.load().eval()
     example = entry.example_input()
@@ -49,11 +47,8 @@ def main():
     with measured_on(target):
         rebuilt = lowrank.compress(original, _subset(entry.splits.calib, 128, 0), Budget(latency=args.latency),
                                    method="exact", scheme="spatial", basis="weight").model.eval()
-        x = batch_of(example, target, cpu)
         for check in range(1, args.checks + 1):
-            with _timing(target, cpu):
-                ta, tb = interleaved_times([lambda: call_model(original, x), lambda: call_model(rebuilt, x)], cpu, target,
-                                           args.rounds)
+            ta, tb = alternating_rounds(original, rebuilt, example, target, args.rounds)  # what compare_speed times
             original_us, rebuilt_us, noise_us = paired_estimate(ta, tb)
             ratios = [a / b for a, b in zip(ta, tb)]
             rows.append({"check": check, "original_ms_min": round(1e3 * min(ta), 2), "original_ms_max": round(1e3 * max(ta), 2),

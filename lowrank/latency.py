@@ -231,12 +231,20 @@ def compare_speed(original: nn.Module, rebuilt: nn.Module, example: Any, target:
                   rounds: int = 11) -> SpeedCheck:
     """Time both models alternately, round by round, so drifts in the machine hit both alike."""
     target = target or current_target()
+    ta, tb = alternating_rounds(original, rebuilt, example, target, rounds)
+    return SpeedCheck(*paired_estimate(ta, tb), rounds, target)
+
+
+def alternating_rounds(original: nn.Module, rebuilt: nn.Module, example: Any, target: LatencyTarget,
+                       rounds: int) -> tuple[list[float], list[float]]:
+    """Seconds per batch of each model in each round, the two timed in turn (eval mode, on the
+    target's device and dtype; the callers' models are left as they were)."""
     device = target.resolve(original)
     a, b = prepared(original, device, target), prepared(rebuilt, device, target)
     x = batch_of(example, target, device)
     with _timing(target, device), evaluating(a), evaluating(b):
         ta, tb = interleaved_times([lambda: call_model(a, x), lambda: call_model(b, x)], device, target, rounds)
-    return SpeedCheck(*paired_estimate(ta, tb), rounds, target)
+    return ta, tb
 
 
 def paired_estimate(original: list[float], rebuilt: list[float]) -> tuple[float, float, float]:
@@ -244,7 +252,7 @@ def paired_estimate(original: list[float], rebuilt: list[float]) -> tuple[float,
     rebuilt time is the original's median times the median per-round ratio: a shared machine
     switches between fast and slow phases (vgg-fmnist: 62-93 ms), and a round's two timings
     share a phase where the two medians need not (reports/paired_speed.md: eight checks of one
-    pair read 1.60-1.87x unpaired, 1.59-1.75x paired). The noise is the robust SD of the
+    pair read 1.62-1.74x unpaired, 1.69-1.76x paired). The noise is the robust SD of the
     ratios, in the same units."""
     base = statistics.median(original)
     ratios = [b / a for a, b in zip(original, rebuilt)]
@@ -262,5 +270,5 @@ def check_latency(original: nn.Module, rebuilt: nn.Module, example: Any, budget_
     return replace(check, limit_us=limit, predicted_us=predicted_us)
 
 
-__all__ = ["LatencyTarget", "SpeedCheck", "check_latency", "compare_speed", "current_target", "interleaved_times",
+__all__ = ["LatencyTarget", "SpeedCheck", "alternating_rounds", "check_latency", "compare_speed", "current_target", "interleaved_times",
            "measured_on", "model_latency", "paired_estimate", "time_call", "time_in_turn"]
