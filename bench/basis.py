@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _report import command, write_report  # noqa: E402  (bench/ is this script's own path entry)
+from tables import command, write_report  # noqa: E402  (bench/ is this script's own path entry)
 
 
 def measure(model_name: str, scheme: str, calib: int) -> dict:
@@ -31,13 +31,13 @@ def measure(model_name: str, scheme: str, calib: int) -> dict:
 
     import lowrank
     from lowrank import Budget
-    from lowrank.experiment.runner import _subset
+    from lowrank.util.batches import sample_batches
     from lowrank.zoo import get
 
     torch.set_num_threads(1)
     entry = get(model_name)
     model = entry.load()
-    batches = _subset(entry.splits.calib, calib, 0)
+    batches = sample_batches(entry.splits.calib, calib, 0)
     table = lowrank.LayerTable(model, entry.example_input())
     largest = _watch_input_vectors()
     t0 = time.perf_counter()

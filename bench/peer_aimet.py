@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lowrank  # noqa: E402
 from lowrank import Budget  # noqa: E402
-from lowrank.experiment.runner import count  # noqa: E402
+from lowrank.resources import count  # noqa: E402
 from lowrank.zoo import get  # noqa: E402
-from _report import command, write_report  # noqa: E402
+from tables import command, write_report  # noqa: E402
 
 
 def import_aimet():

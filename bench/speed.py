@@ -11,7 +11,7 @@ samples) under
     lowrank.resources.latency; the plan predicts the total),
   * ``macs=0.5, latency=1.0`` (half the MACs, never slower),
 then time the original and the rebuilt model alternately in this process with
-``lowrank.latency.compare_speed`` (one torch thread, batch 64, ``torch.inference_mode``,
+``lowrank.timing.compare_speed`` (one torch thread, batch 64, ``torch.inference_mode``,
 ``--rounds`` rounds; medians). *of MAC limit* = speedup x MACs kept (1.0: all the speed the
 MAC count promises). *noise*: robust SD of the rebuilt model's rounds. For latency budgets,
 *held* says whether measured <= limit + noise, the limit re-based on the original as
@@ -31,10 +31,11 @@ sys.path.insert(0, str(ROOT))
 
 import lowrank  # noqa: E402
 from lowrank import Budget  # noqa: E402
-from lowrank.experiment.runner import _subset, count  # noqa: E402
-from lowrank.latency import LatencyTarget, compare_speed, measured_on  # noqa: E402
+from lowrank.resources import count  # noqa: E402
+from lowrank.timing import LatencyTarget, compare_speed  # noqa: E402
+from lowrank.util.batches import sample_batches  # noqa: E402
 from lowrank.zoo import get  # noqa: E402
-from _report import command, write_report  # noqa: E402
+from tables import command, write_report  # noqa: E402
 
 SCHEMES = {"minilm-tweets": ["channel"]}  # Linear layers only: one scheme
 
@@ -71,30 +72,29 @@ def main():
     torch.set_num_threads(1)
     target = LatencyTarget(device=args.device, threads=1, batch=args.batch)
     rows = []
-    with measured_on(target):
-        for name in args.models:
-            entry = get(name)
-            original = entry.load().to(args.device)
-            calib = _subset(entry.splits.calib, 128, 0)
-            example = entry.example_input()
-            dense_macs = count(original, example, ["macs"])["macs"]
-            table = lowrank.LayerTable(original, example)
-            accuracy = entry.evaluate(original, limit=args.eval_samples)
-            for scheme in SCHEMES.get(name, args.schemes):
-                for method, budget, k in runs(args):
-                    try:
-                        result = lowrank.compress(original, calib, budget, method=method, scheme=scheme, table=table,
-                                                  rank_multiple=k, latency_target=target)
-                    except lowrank.InfeasibleBudgetError as e:
-                        print(f"{name} {scheme} {describe(budget)}: {e}", flush=True)
-                        rows.append(row_of(name, scheme, method, budget, k, None, None, None, str(e).split(";")[0]))
-                        continue
-                    check = result.latency or compare_speed(original, result.model, example, target, args.rounds)
-                    kept = count(result.model, example, ["macs"])["macs"] / dense_macs
-                    acc = entry.evaluate(result.model, limit=args.eval_samples)
-                    rows.append(row_of(name, scheme, method, budget, k, kept, check, acc, "", accuracy,
-                                       result.plan.info.get("latency_attempts")))
-                    print(rows[-1], flush=True)
+    for name in args.models:
+        entry = get(name)
+        original = entry.load().to(args.device)
+        calib = sample_batches(entry.splits.calib, 128, 0)
+        example = entry.example_input()
+        dense_macs = count(original, example, ["macs"])["macs"]
+        table = lowrank.LayerTable(original, example)
+        accuracy = entry.evaluate(original, limit=args.eval_samples)
+        for scheme in SCHEMES.get(name, args.schemes):
+            for method, budget, k in runs(args):
+                try:
+                    result = lowrank.compress(original, calib, budget, method=method, scheme=scheme, table=table,
+                                              rank_multiple=k, measure_on=target)
+                except lowrank.InfeasibleBudgetError as e:
+                    print(f"{name} {scheme} {describe(budget)}: {e}", flush=True)
+                    rows.append(row_of(name, scheme, method, budget, k, None, None, None, str(e).split(";")[0]))
+                    continue
+                check = result.latency or compare_speed(original, result.model, example, target, args.rounds)
+                kept = count(result.model, example, ["macs"])["macs"] / dense_macs
+                acc = entry.evaluate(result.model, limit=args.eval_samples)
+                rows.append(row_of(name, scheme, method, budget, k, kept, check, acc, "", accuracy,
+                                   result.plan.info.get("attempts")))
+                print(rows[-1], flush=True)
     write(rows, args, target)
 
 
@@ -126,7 +126,7 @@ def write(rows, args, target):
         f"# Speed bought by a budget ({args.device})", "",
         f"Made by `{cmd}` on {where}, torch {torch.__version__}: {target.threads} torch thread(s), batch {args.batch}, "
         f"`torch.inference_mode`; original and rebuilt model timed alternately in {args.rounds} rounds "
-        "(`lowrank.latency.compare_speed`), medians; activation basis, 128 calibration samples. *of MAC limit*: speedup x "
+        "(`lowrank.timing.compare_speed`), medians; activation basis, 128 calibration samples. *of MAC limit*: speedup x "
         "MACs kept (1.0 = all the speed the MAC count promises). *predicted*: the plan's latency from its layer timings; "
         "*held*: measured <= limit + noise (noise: robust SD of the rebuilt model's rounds); *(plans)*: how many plans "
         "compress made (a rebuilt model slower than its plan is planned again for less, at most 3). Accuracy: first "

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lowrank  # noqa: E402
 from lowrank import Budget  # noqa: E402
 from lowrank.zoo import get  # noqa: E402
-from _report import command, write_report  # noqa: E402
+from tables import command, write_report  # noqa: E402
 
 METHODS = ["uniform", "energy", "alds", "zhang", "sensitivity", "exact", "cobla"]
 

@@ -4,17 +4,18 @@ from solvers import InfeasibleBudgetError
 from . import kinds, resources
 from .budget import Budget
 from .compress import CompressionResult, SeveredModelWarning, compress
-from .kinds import SCHEMES, FactorizedConv2d, FactorizedLinear
-from .latency import LatencyTarget, compare_speed
-from .model.finetune import evaluate, finetune
-from .model.masked import MaskedModel
-from .model.plan import Plan
-from .model.surgery import rebuild
-from .model.table import LayerTable
-from . import _compat  # noqa: E402,F401  (older module paths such as lowrank.layers keep working)
+from .factorise.masked import MaskedModel
+from .finetuning import evaluate, finetune
+from .kinds import DEFAULT_SCHEME, SCHEMES, FactorizedConv2d, FactorizedLinear
+from .planning.plan import Plan
+from .planning.rebuild import rebuild
+from .planning.table import LayerTable
+from .timing import LatencyTarget, compare_speed
+from .version import __version__
+from . import compat  # noqa: E402,F401  (older module paths such as lowrank.model.table keep working)
 
 __all__ = [
-    "Budget", "CompressionResult", "SeveredModelWarning", "FactorizedConv2d", "FactorizedLinear", "InfeasibleBudgetError",
-    "LatencyTarget", "LayerTable", "MaskedModel", "Plan", "SCHEMES", "compare_speed", "compress", "evaluate", "finetune", "kinds", "rebuild", "resources",
+    "Budget", "CompressionResult", "DEFAULT_SCHEME", "FactorizedConv2d", "FactorizedLinear", "InfeasibleBudgetError",
+    "LatencyTarget", "LayerTable", "MaskedModel", "Plan", "SCHEMES", "SeveredModelWarning", "compare_speed", "compress",
+    "evaluate", "finetune", "kinds", "rebuild", "resources",
 ]
-__version__ = "0.1.0"

@@ -84,18 +84,13 @@ class Budget(Mapping):
     def is_absolute(self, res: str) -> bool:
         return res in self._absolute or self._fractions.get(res, 0) > 1
 
+    def limit(self, res: str) -> resources.Limit:
+        """The limit on ``res`` as a fraction of the original or an absolute amount."""
+        return resources.Limit(self[res], self.is_absolute(res))
+
     def limits(self, totals: Mapping[str, float]) -> dict[str, float]:
         """Absolute limit per resource in ``totals`` given the original's totals (inf = no limit)."""
-        out = {}
-        for res, total in totals.items():
-            if res in self._absolute:
-                out[res] = float(self._absolute[res])
-            elif res not in self._fractions:
-                out[res] = math.inf
-            elif self._fractions[res] <= 1:
-                out[res] = float(self._fractions[res]) * float(total)
-            else:
-                out[res] = float(self._fractions[res])
+        out = {res: self.limit(res).at(total) if res in self else math.inf for res, total in totals.items()}
         missing = [r for r in self if r not in totals]
         if missing:
             raise ValueError(f"Budget limits {', '.join(missing)}, which this model's costs do not include")

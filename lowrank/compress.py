@@ -1,10 +1,11 @@
 """``compress(model, calib, budget=...)``: the one entry point from a model to a smaller model."""
 from __future__ import annotations
 
+import math
 import numbers
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from torch import nn
@@ -12,15 +13,15 @@ from torch import nn
 import solvers
 from solvers.multiples import Multiples
 
+from . import kinds, needs, resources
 from .budget import Budget
-from .latency import LatencyTarget, SpeedCheck, check_latency, measured_on
-from .model import needs
-from .model.graph import severing
-from .model.inputs import first_sample, model_device
-from .model.network_loss import as_batches, split_calibration
-from .model.plan import Plan
-from .model.surgery import rebuild
-from .model.table import LayerTable
+from .layers.graph import severing
+from .planning.plan import Plan
+from .planning.rebuild import rebuild
+from .planning.table import LayerTable
+from .resources import Check, Limit
+from .util.batches import as_batches, split_calibration
+from .util.inputs import first_sample, model_device
 
 
 @dataclass
@@ -29,7 +30,18 @@ class CompressionResult:
     plan: Plan
     allocation: solvers.Allocation
     table: LayerTable
-    latency: SpeedCheck | None = None  # with a latency budget: the rebuilt model timed against the original
+    checks: dict[str, Check] = field(default_factory=dict)  # per priced resource: the rebuilt model held against its limit
+
+    def __getattr__(self, name: str):
+        """``result.latency`` (any resource's name): its check, or None where it was not priced."""
+        if name in resources.names():
+            return self.__dict__.get("checks", {}).get(name)
+        raise AttributeError(name)
+
+    @property
+    def held(self) -> bool:
+        """Whether every check held: the promise compress keeps."""
+        return all(c.held for c in self.checks.values())
 
     @property
     def severed_by(self) -> list[str]:
@@ -60,7 +72,7 @@ def compress(
     calib: Any,
     budget: Budget,
     method: str = "uniform",
-    scheme: str = "channel",
+    scheme: str = kinds.DEFAULT_SCHEME,
     table: LayerTable | None = None,
     loss: Callable | None = None,
     selection: Any = None,
@@ -69,7 +81,7 @@ def compress(
     measured: Any = None,
     basis: str = "activation",
     rank_multiple: int | str = "auto",
-    latency_target: LatencyTarget | None = None,
+    measure_on: Any = None,
     **solver_options,
 ) -> CompressionResult:
     """Factorise ``model``'s layers so that the result fits ``budget``.
@@ -90,11 +102,14 @@ def compress(
     its full rank), chosen inside the optimisation by every method (see solvers.multiples);
     hardware runs such ranks faster, and every budget still holds. ``"auto"`` (default)
     follows the model's device: 1 on the CPU, 8 on CUDA (see :func:`device_rank_multiple`).
-    ``Budget(latency=0.5)`` limits latency measured on ``latency_target`` (default: the
-    model's device, one CPU thread, batch 64, float32; see lowrank.latency): every layer is
-    timed dense and factorised at a grid of ranks (cached on disk), the plan predicts the
-    total, and the rebuilt model is timed against the original (``result.latency`` says
-    whether the budget held, within the measured noise).
+    A measured resource (``Budget(latency=0.5)``) is measured where ``measure_on`` says
+    (e.g. ``lowrank.LatencyTarget(threads=4)``; default: the model's device, one CPU thread,
+    batch 64, float32): every layer is timed dense and factorised at a grid of ranks (cached
+    on disk) and the plan predicts the total.
+    Every priced resource then checks the rebuilt model (``result.checks``; ``result.macs``,
+    ``result.latency``, ...): counted independently of the plan, or measured alongside the
+    original within the measured noise; a measured model that missed its limit is planned
+    again for less, a few times at most.
     Pass a prebuilt ``table`` to reuse its SVDs, ``measured`` to reuse a method's
     budget-independent measurement (e.g. a cached sensitivity table); ``include`` (name
     prefixes or a predicate) limits which layers may be factorised.
@@ -105,12 +120,9 @@ def compress(
         rank_multiple = device_rank_multiple(model)
     elif isinstance(rank_multiple, bool) or not isinstance(rank_multiple, numbers.Integral) or rank_multiple < 1:
         raise ValueError(f"rank_multiple must be a positive integer or 'auto', got {rank_multiple!r}")
-    with measured_on(latency_target):
-        return _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis,
-                         rank_multiple, solver_options)
-
-
-LATENCY_ATTEMPTS = 3  # plans re-made, each for less latency, while the measured model misses its latency budget
+    settings = resources.settings_by_resource(measure_on)
+    return _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis,
+                     rank_multiple, settings, solver_options)
 
 
 DEVICE_RANK_MULTIPLE = {"cpu": 1, "cuda": 8}
@@ -131,8 +143,22 @@ def _solve(problem, method, rank_multiple, options) -> solvers.Allocation:
     return solvers.solve(problem, method=method, **options)
 
 
+def check_rebuilt(original: nn.Module, rebuilt: nn.Module, table: LayerTable, budget: Budget, alloc: solvers.Allocation,
+                  settings: dict | None = None) -> dict[str, Check]:
+    """Every resource of the allocation's problem held against its limit on the rebuilt
+    model: counted independently of our cost model, or measured alongside the original."""
+    settings = settings or {}
+    out = {}
+    for name, planned in zip(alloc.problem.resources, alloc.cost):
+        limit = budget.limit(name) if name in budget else Limit(math.inf, absolute=True)
+        reference = table.prices(name, settings.get(name)).total
+        out[name] = resources.get(name).check(original, rebuilt, table.example_input, limit, reference, float(planned),
+                                              settings.get(name))
+    return out
+
+
 def _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis, rank_multiple,
-              solver_options) -> CompressionResult:
+              settings, solver_options) -> CompressionResult:
     provider = needs.provider(solvers.method(method).needs)
     if hasattr(calib, "calibration") and hasattr(calib, "selection"):  # a zoo entry: its own splits
         include = calib.include if include is None else include
@@ -145,14 +171,13 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
         batches, select_batches = split_calibration(batches) if selection is None else (batches, as_batches(selection))
     table.use_basis(basis, batches)
     label = method if progress and uses_provider else None
-    timed = "latency" in budget
-    tighten = 1.0
-    for attempt in range(1, LATENCY_ATTEMPTS + 1):
-        problem = table.problem(budget, scheme)
+    attempts = max(resources.get(r).attempts for r in budget)
+    fractions: dict[str, float] = {}  # per resource, the share of its limit a plan aims at (< 1 once a model missed it)
+    for attempt in range(1, attempts + 1):
+        problem = table.problem(budget, scheme, settings=settings)
         problem.check_feasible()
-        lat = problem.resources.index("latency") if timed else None
-        if tighten < 1:  # the last rebuilt model measured slower than its plan predicted: plan for less
-            problem.budgets[lat] = max(problem.budgets[lat] * tighten, problem.min_cost()[lat])
+        if fractions:  # the last rebuilt model measured over its limit: plan for less
+            problem = problem.with_budgets(_aimed_at(problem, fractions))
         options = dict(solver_options)
         if uses_provider:
             if measured is None and provider.measure is not None:
@@ -161,16 +186,34 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
         alloc = _solve(problem, method, rank_multiple, options)
         if progress and "progress" in options:
             print(file=sys.stderr)  # end the progress line
-        plan = Plan.from_allocation(table, alloc, budget.limits(table.totals_of(problem.resources)))
-        rebuilt = rebuild(model, plan.ranks, plan.schemes, table=table)
-        if not timed:
-            return CompressionResult(rebuilt, plan, alloc, table).flag_severed()
-        predicted = float(alloc.cost[lat])
-        check = check_latency(model, rebuilt, table.example_input, budget["latency"], budget.is_absolute("latency"), predicted)
-        plan.info.update(latency_attempts=attempt, latency_plan_fraction=tighten)
-        if progress:
-            print(f"attempt {attempt}: {check}", file=sys.stderr)
-        if check.held or problem.budgets[lat] <= problem.min_cost()[lat]:
+        prices = table.prices_of(problem.resources, settings)
+        plan = Plan.from_allocation(alloc, table.layers, prices, budget.limits({r: p.total for r, p in prices.items()}))
+        rebuilt = rebuild(model, plan, table=table)
+        checks = check_rebuilt(model, rebuilt, table, budget, alloc, settings)
+        plan.info["attempts"] = attempt
+        if fractions:
+            plan.info["plan_fractions"] = dict(fractions)
+        missed = [r for r, c in checks.items() if not c.held]
+        if progress and attempts > 1:
+            print(f"attempt {attempt}: " + "; ".join(str(c) for r, c in checks.items() if not resources.get(r).cheap), file=sys.stderr)
+        if not missed or attempt == attempts:
             break
-        tighten *= 0.99 * check.limit_us / check.rebuilt_us
-    return CompressionResult(rebuilt, plan, alloc, table, check).flag_severed()
+        floor = problem.min_cost()
+        if all(problem.budgets[problem.resources.index(r)] <= floor[problem.resources.index(r)] for r in missed):
+            break  # already planned for the least there is
+        aims = {r: resources.get(r).replan(checks[r], fractions.get(r, 1.0)) for r in missed}
+        if any(a is None for a in aims.values()):
+            break  # a count missed: no new plan helps (it is reported as not held)
+        fractions.update(aims)
+    return CompressionResult(rebuilt, plan, alloc, table, checks).flag_severed()
+
+
+def _aimed_at(problem: solvers.Problem, fractions: dict[str, float]) -> list[float]:
+    """The problem's budgets with each resource in ``fractions`` aimed at that share of its
+    limit, never below the least any plan costs."""
+    floor = problem.min_cost()
+    out = list(problem.budgets)
+    for r, f in fractions.items():
+        i = problem.resources.index(r)
+        out[i] = max(out[i] * f, floor[i])
+    return out

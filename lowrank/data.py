@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .model.inputs import size, take  # noqa: F401  (re-exported: splits index inputs of any form)
+from .util.inputs import take
 
 FASHION_MNIST_DIR = Path(os.environ.get("LOWRANK_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530  # of the training images, scaled to [0, 1]
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
 class DatasetMissingError(RuntimeError):

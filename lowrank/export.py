@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from .model.inputs import call_args
-from .model.modes import evaluating
+from .util.inputs import call_args
+from .util.modes import evaluating
 
 FORMATS = {"torch": ".pt2", "onnx": ".onnx"}
 

@@ -1,7 +1,8 @@
 """The optimisation side of lowrank: rank-allocation problems and their solvers (no torch)."""
 from .problem import Allocation, Group, InfeasibleBudgetError, Problem
 from .objectives import Differentiable, Separable
-from .registry import Method, Need, method, methods, register, solve
+from .registry import Method, Need, method, methods, register
+from .solve import solve
 
 
 def _import_methods() -> None:

@@ -19,9 +19,10 @@ import numpy as np
 from .exact import exact
 from .objectives import Differentiable
 from .problem import Allocation, Problem
-from .registry import Need, register, solve
+from .registry import Need, register
 from .rounding import candidates
 from .selection import Score, choose
+from .solve import solve
 
 
 class RelaxedBudgets:

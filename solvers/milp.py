@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .exact import _from_options, option_matrix
+from .exact import from_options, option_matrix
 from .objectives import separable_objective
 from .problem import Allocation, Problem
 from .registry import Need, register
@@ -39,7 +39,7 @@ def milp(problem: Problem, objective=None, solver: str | None = None, time_limit
     prob.solve(solver=solver, verbose=verbose, **opts)
     if x.value is None or prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE, "user_limit"):
         raise RuntimeError(f"MILP solver {solver} returned status {prob.status!r} without a solution")
-    ranks, active = _from_options(problem, x.value, owner)
+    ranks, active = from_options(problem, x.value, owner)
     value = obj.total(problem, ranks, active)
     info = {"solver": solver, "status": prob.status, "objective_name": obj.name,
             "solver_seconds": float(prob.solver_stats.solve_time or 0.0)}

@@ -20,7 +20,7 @@ import numpy as np
 
 from .objectives import Differentiable, Separable
 from .problem import Allocation, Group, Problem
-from .selection import Score
+from .selection import Scorer
 
 
 class Multiples:
@@ -70,17 +70,21 @@ class Multiples:
         raise ValueError(f"cannot restate a {type(objective).__name__} objective over rank multiples")
 
     def options(self, options: dict) -> dict:
-        """Solver options built for the original problem, restated for the blocked one:
-        ``objective``, ``select`` (scores of allocations) and ``starts`` (allocations)."""
-        out = dict(options)
-        if "objective" in out:
-            out["objective"] = self.objective(out["objective"])
-        if out.get("select") is not None:
-            out["select"] = self._blocked_select(out["select"])
-        if out.get("starts"):
-            out["starts"] = {name: Allocation(self.problem, self.blocks(a.ranks), a.method, active=a.active)
-                             for name, a in out["starts"].items()}
-        return out
+        """Solver options built for the original problem, restated for the blocked one by
+        what they are: objectives, scorers (:class:`~solvers.selection.Scorer`) and
+        allocations (alone or in a dict) change; anything else passes as it is."""
+        return {key: self._restated(value) for key, value in options.items()}
+
+    def _restated(self, value):
+        if isinstance(value, (Separable, Differentiable)):
+            return self.objective(value)
+        if isinstance(value, Scorer):
+            return Scorer(lambda allocations: value([(self.ranks(units), active) for units, active in allocations]))
+        if isinstance(value, Allocation):
+            return Allocation(self.problem, self.blocks(value.ranks), value.method, active=value.active)
+        if isinstance(value, dict) and value and all(isinstance(v, Allocation) for v in value.values()):
+            return {name: self._restated(a) for name, a in value.items()}
+        return value
 
     def _blocked_fn(self, objective: Differentiable) -> Callable:
         sizes = {g.name: g.full_rank for g in self.original.groups}
@@ -92,12 +96,6 @@ class Multiples:
             return value, {name: np.add.reduceat(grads[name], np.arange(0, sizes[name], k)) for name in masks}
 
         return fn
-
-    def _blocked_select(self, select: Callable) -> Callable[..., list[Score]]:
-        def blocked(allocations):
-            return select([(self.ranks(units), active) for units, active in allocations])
-
-        return blocked
 
 
 def _block_table(g: Group, k: int) -> np.ndarray | None:

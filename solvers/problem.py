@@ -185,10 +185,6 @@ class Problem:
         return out
 
     @property
-    def has_alternatives(self) -> bool:
-        return any(len(v) > 1 for v in self.layers.values())
-
-    @property
     def has_tables(self) -> bool:
         """Whether some group's costs are a measured per-rank table (not linear in the rank)."""
         return any(g.has_table for g in self.groups)
@@ -233,6 +229,10 @@ class Problem:
             keep = keep & ~np.asarray(frozen_dense, dtype=bool)
         groups = [g for g, k in zip(self.groups, keep) if k]
         return Problem(groups, self.budgets, self.resources, base, self.reference_cost, self.objective, dict(self.meta))
+
+    def with_budgets(self, budgets: Sequence[float]) -> "Problem":
+        """The same problem under other budgets (one per resource)."""
+        return Problem(self.groups, budgets, self.resources, self.base_cost, self.reference_cost, self.objective, dict(self.meta))
 
     def fits(self, cost: np.ndarray) -> bool:
         return bool(np.all(np.asarray(cost) <= self.budgets))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .exact import Lagrangian, _Choice, exact, greedy_fill
+from .exact import exact
+from .lagrangian import Choice, Lagrangian, greedy_fill
 from .objectives import Separable, discarded_energy
 from .problem import Allocation, Problem
 
@@ -23,7 +24,7 @@ def linearised_curves(problem: Problem, masks: list[np.ndarray], grads: list[np.
     return Separable(curves, "linearised loss")
 
 
-def repair(lag: Lagrangian, ranks: np.ndarray, active: np.ndarray) -> _Choice:
+def repair(lag: Lagrangian, ranks: np.ndarray, active: np.ndarray) -> Choice:
     """Remove ranks, least loss per budget share first, until every budget holds."""
     p, curves = lag.problem, lag.objective.curves
     ranks = ranks.copy()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,18 @@ class Score:
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class Scorer:
+    """Scores whole allocations on held-out data: ``scorer([(ranks, active), ...])`` gives one
+    :class:`Score` (or a plain loss) each, ranks over every group of the problem. Wrapped in
+    this class, a scorer is restated with the problem (e.g. over rank multiples)."""
+
+    def __init__(self, fn: Callable[[Sequence[tuple]], list]):
+        self.fn = fn
+
+    def __call__(self, allocations: Sequence[tuple]) -> list:
+        return self.fn(allocations)
 
 
 def error_band(best_error: float, samples: int) -> float:

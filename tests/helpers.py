@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lowrank.model.inputs import call_model
+from lowrank.util.inputs import call_model
 
 
 def counted_macs(model, x) -> int:

@@ -9,7 +9,7 @@ import solvers
 from lowrank import Budget, LayerTable
 from lowrank.experiment.runner import RunSpec
 from lowrank.kinds import schemes_for
-from lowrank.model.basis import collect_moments, weight_svd, whitened_svd
+from lowrank.factorise.basis import collect_moments, weight_svd, whitened_svd
 
 from helpers import counted_macs, n_params
 
@@ -79,12 +79,12 @@ def test_every_method_compresses_in_the_activation_basis_within_budget(method):
 
 def test_activation_basis_beats_the_weight_basis_on_a_trained_model():
     pytest.importorskip("sklearn")
-    from lowrank.experiment.runner import _subset
+    from lowrank.util.batches import sample_batches
     from lowrank.zoo import get
 
     entry = get("lenet5-digits")
     model = entry.load()
-    calib = _subset(entry.splits.calib, 128, 0)
+    calib = sample_batches(entry.splits.calib, 128, 0)
     acc = {b: entry.evaluate(lowrank.compress(model, calib, Budget(macs=0.2), method="exact", basis=b).model) for b in ("weight", "activation")}
     assert acc["activation"] > acc["weight"] + 0.03, acc  # measured here: 0.857 -> 0.920
 

@@ -85,7 +85,7 @@ def _cheapest(model, table) -> dict:
     for res in ("macs", "params"):
         schemes = {}
         for layer in table.compressible:
-            costs = {s: layer.factorised_cost(s, 0)[res] for s in layer.costs}
+            costs = {s: price.fixed for s, price in table.prices(res).layers[layer.name].schemes.items()}
             schemes[layer.name] = min(costs, key=costs.get)
         small = rebuild(model, {l.name: 0 for l in table.compressible}, schemes, table=table)
         x = table.example_input

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 import lowrank
 from lowrank import Budget, LayerTable
-from lowrank.model.network_loss import NetworkLoss, as_batches, split_calibration
+from lowrank.needs.network_loss import NetworkLoss
+from lowrank.util.batches import as_batches, split_calibration
 from lowrank.zoo import LeNet5
 from solvers import Differentiable, solve
 from solvers.cobla import RelaxedBudgets, solve_qp
@@ -49,7 +50,7 @@ def test_cobla_never_loses_to_any_method_on_the_selection_split(trained_lenet, s
         assert (model(x_test).argmax(1) == y_test).float().mean() > 0.9  # the model really is trained
     grad_batches, select_batches = calib[:2], calib[2:]
     table = LayerTable(model, x_test[:1])
-    on_selection = NetworkLoss(table, table.problem(budget, scheme), as_batches(select_batches))
+    on_selection = NetworkLoss(table.model, table.bases, table.problem(budget, scheme), as_batches(select_batches), graph=table.graph)
     scores = {}
     for method in BASELINES + ["cobla"]:
         result = lowrank.compress(model, grad_batches, budget, method=method, scheme=scheme, table=table, selection=select_batches)
@@ -83,7 +84,7 @@ def test_network_loss_gradient_matches_finite_differences(trained_lenet):
     model, calib, _ = trained_lenet
     table = LayerTable(model, calib[0][0][:1])
     problem = table.problem(Budget(macs=0.5))
-    net = NetworkLoss(table, problem, calib[:1])
+    net = NetworkLoss(table.model, table.bases, problem, calib[:1])
     masks = {g.name: np.full(g.full_rank, 0.7) for g in problem.groups}
     value, grads = net(masks)
     name = problem.groups[1].name

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import lowrank
 from lowrank import Budget
-from lowrank.experiment.runner import count
+from lowrank.resources import count
 from lowrank.zoo import LeNet5
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,4 +1,4 @@
-"""Latency as a budget (lowrank.resources.latency, lowrank.latency).
+"""Latency as a budget (lowrank.resources.latency, lowrank.resources.measured, lowrank.timing).
 
 Most tests replace the clock with a deterministic cost model (MACs plus a fixed cost per
 layer call), so that what is checked is the plumbing: measured tables, the dense fallback,
@@ -11,11 +11,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import lowrank
-from lowrank import Budget
-from lowrank.experiment.runner import count
-from lowrank.latency import LatencyTarget, SpeedCheck
-from lowrank.resources import latency as latency_resource
+from lowrank import Budget, resources, timing
+from lowrank.resources import count, measured
+from lowrank.timing import LatencyTarget, SpeedCheck
 from lowrank.zoo import LeNet5
+
+LATENCY = resources.get("latency")
 
 CALL_US = 40.0  # fixed cost of every conv / linear call in the fake clock
 OTHER_US = 3.0  # every other leaf module call (activations, pooling, ...)
@@ -36,30 +37,28 @@ def fake_us(module: nn.Module, inputs) -> float:
     return flops.get_total_flops() / 2 / 1000 + fixed
 
 
+def model_latency(model, example, target=None):
+    target = target or LatencyTarget()
+    return fake_us(model, [example.expand(target.batch, *example.shape[1:])])
+
+
 @pytest.fixture
 def fake_clock(monkeypatch, tmp_path):
-    """Layer and whole-model timings from :func:`fake_us`; a fresh cache; counts the layer timings."""
+    """Every timing from :func:`fake_us` (the latency resource's clock replaced); a fresh
+    cache; ``timed`` lists the layers (not whole models) that were timed."""
     timed = []
 
-    def time_layer(module, inputs, device, target):
-        timed.append(module)
-        return fake_us(module, inputs)
+    def time_in_turn(jobs, device, target):
+        for module, _ in jobs:
+            if not isinstance(module, LeNet5):
+                timed.append(module)
+        return [fake_us(module, inputs) for module, inputs in jobs]
 
-    def model_latency(model, example, target=None):
-        target = target or lowrank.latency.current_target()
-        return fake_us(model, [example.expand(target.batch, *example.shape[1:])])
-
-    def time_together(model, example, records):
-        target = lowrank.latency.current_target()
-        inputs = lambda r: [torch.randn(c[0][0] * target.batch, *c[0][1:]) for c in r.calls]  # noqa: E731
-        return model_latency(model, example), [fake_us(r.module, inputs(r)) for r in records]
-
-    monkeypatch.setattr(latency_resource, "_time_layer", time_layer)
-    monkeypatch.setattr(latency_resource, "_time_together", time_together)
-    monkeypatch.setattr(latency_resource, "model_latency", model_latency)
-    monkeypatch.setattr(latency_resource, "_memo", {})
+    monkeypatch.setattr(LATENCY, "time_in_turn", time_in_turn)
     monkeypatch.setenv("LOWRANK_LATENCY_CACHE", str(tmp_path / "cache"))
-    return timed, model_latency
+    LATENCY.forget()
+    yield timed, model_latency
+    LATENCY.forget()
 
 
 def _lenet_data():
@@ -69,10 +68,10 @@ def _lenet_data():
 
 
 def test_the_grid_table_steps_up_and_never_falls():
-    assert latency_resource.rank_grid(5) == [0, 1, 2, 3, 4, 5]
-    grid = latency_resource.rank_grid(100)
+    assert measured.rank_grid(5) == [0, 1, 2, 3, 4, 5]
+    grid = measured.rank_grid(100)
     assert grid[:8] == [0, 1, 2, 3, 4, 6, 8, 16] and grid[-1] == 100 and all(r % 8 == 0 for r in grid[7:-1])
-    table = latency_resource.table_from_grid([0, 2, 4], [1.0, 5.0, 4.0])  # noise: rank 4 timed below rank 2
+    table = measured.table_from_grid([0, 2, 4], [1.0, 5.0, 4.0])  # noise: rank 4 timed below rank 2
     assert table.tolist() == [1.0, 5.0, 5.0, 5.0, 5.0]
 
 
@@ -82,7 +81,7 @@ def test_a_latency_budget_holds_on_the_rebuilt_model(fake_clock, method, monkeyp
     model, calib, example = _lenet_data()
     original_us = model_latency(model, example)
     # the end-to-end check times with the same fake clock
-    monkeypatch.setattr(lowrank.latency, "compare_speed", lambda a, b, x, target=None, rounds=11: SpeedCheck(
+    monkeypatch.setattr(timing, "compare_speed", lambda a, b, x, target=None, rounds=11: SpeedCheck(
         model_latency(a, x), model_latency(b, x), 0.0, rounds, target or LatencyTarget()))
     result = lowrank.compress(model, calib, Budget(latency=0.7), method=method, scheme="auto", basis="weight")
     limit = result.plan.limits["latency"]
@@ -101,10 +100,10 @@ def test_layers_that_factorising_would_slow_stay_dense(fake_clock):
     table = lowrank.LayerTable(model, example)
     problem = table.problem(Budget(latency=0.9), "channel")
     for g in problem.groups:
-        layer = table.layers[g.layer]
+        dense = table.prices("latency", LatencyTarget()).layers[g.layer].dense
         # factorising adds one call (CALL_US) and MACs (rows + cols) per rank: it pays only below the break-even rank
         assert g.has_table and g.dense_from <= g.full_rank
-        assert np.all(g.cost_table[g.dense_from:, 2] >= layer.dense["latency"])
+        assert np.all(g.cost_table[g.dense_from:, 2] >= dense)
 
 
 def test_timings_are_cached_on_disk_by_target(fake_clock, monkeypatch):
@@ -113,12 +112,13 @@ def test_timings_are_cached_on_disk_by_target(fake_clock, monkeypatch):
     lowrank.LayerTable(model, example).problem(Budget(latency=0.8), "auto")
     first = len(timed)
     assert first > 0
-    monkeypatch.setattr(latency_resource, "_memo", {})  # a new process: only the disk is left
+    LATENCY.forget()  # a new process: only the disk is left
     lowrank.LayerTable(model, example).problem(Budget(latency=0.8), "auto")
-    assert len(timed) == first
-    with lowrank.latency.measured_on(LatencyTarget(batch=32)):  # another target: timed afresh
-        lowrank.LayerTable(model, example).problem(Budget(latency=0.8), "auto")
-    assert len(timed) == 2 * first
+    dense_layers = 5  # the dense layers are timed with the total, every time: one clock
+    assert len(timed) == first + dense_layers
+    # another target: timed afresh
+    lowrank.LayerTable(model, example).problem(Budget(latency=0.8), "auto", settings={"latency": LatencyTarget(batch=32)})
+    assert len(timed) == 2 * first + dense_layers
 
 
 def test_a_changed_factorised_forward_is_timed_afresh(fake_clock, monkeypatch):
@@ -128,12 +128,10 @@ def test_a_changed_factorised_forward_is_timed_afresh(fake_clock, monkeypatch):
     model, _, example = _lenet_data()
     lowrank.LayerTable(model, example).problem(Budget(latency=0.8), "channel")
     dense_and_factorised = len(timed)
-    monkeypatch.setattr(latency_resource, "_memo", {})
-    monkeypatch.setattr(latency_resource.inspect, "getsource", lambda cls: f"a new forward for {cls.__name__}")
+    LATENCY.forget()
+    monkeypatch.setattr(measured.inspect, "getsource", lambda cls: f"a new forward for {cls.__name__}")
     lowrank.LayerTable(model, example).problem(Budget(latency=0.8), "channel")
-    dense_layers = 5  # dense timings do not depend on our source; every factorised table is re-timed
-    assert dense_and_factorised < len(timed) < 2 * dense_and_factorised
-    assert len(timed) - dense_and_factorised == dense_and_factorised - dense_layers
+    assert len(timed) == 2 * dense_and_factorised  # every factorised table is timed again
 
 
 def test_timings_from_another_hour_are_moved_onto_the_clock_of_the_total(fake_clock, monkeypatch):
@@ -142,31 +140,28 @@ def test_timings_from_another_hour_are_moved_onto_the_clock_of_the_total(fake_cl
     minus the layers, would vanish and the plan would throw away ranks the budget allows):
     each table is scaled by its layer's dense time now over then."""
     model, _, example = _lenet_data()
-    fresh = lowrank.LayerTable(model, example)
-    fresh.problem(Budget(latency=0.8), "auto")  # timed at clock speed 1, cached on disk
-    monkeypatch.setattr(latency_resource, "_memo", {})
-    real_together = latency_resource._time_together
-    monkeypatch.setattr(latency_resource, "_time_together",  # the machine now runs twice as fast
-                        lambda m, x, records: tuple(np.divide(v, 2) for v in real_together(m, x, records)))
-    later = lowrank.LayerTable(model, example)
-    later.problem(Budget(latency=0.8), "auto")
-    assert later.totals_of(["latency"])["latency"] == pytest.approx(fresh.totals_of(["latency"])["latency"] / 2)
-    assert later.dense_base_cost(["latency"])[0] == pytest.approx(fresh.dense_base_cost(["latency"])[0] / 2)
-    assert fresh.dense_base_cost(["latency"])[0] > 0
+    target = LatencyTarget()
+    fresh = lowrank.LayerTable(model, example).prices("latency", target)  # timed at clock speed 1, cached on disk
+    LATENCY.forget()
+    slow_clock = LATENCY.time_in_turn
+    monkeypatch.setattr(LATENCY, "time_in_turn",  # the machine now runs twice as fast
+                        lambda jobs, device, target: [t / 2 for t in slow_clock(jobs, device, target)])
+    later = lowrank.LayerTable(model, example).prices("latency", target)
+    factorisable = list(later.layers)
+    assert later.total == pytest.approx(fresh.total / 2)
+    assert later.base(factorisable) == pytest.approx(fresh.base(factorisable) / 2) and fresh.base(factorisable) > 0
     for name, layer in later.layers.items():
-        if not layer.compressible:
-            continue
-        assert layer.dense["latency"] == pytest.approx(fresh.layers[name].dense["latency"] / 2)
-        for scheme, cost in layer.costs.items():
-            np.testing.assert_allclose(cost.tables["latency"], fresh.layers[name].costs[scheme].tables["latency"] / 2)
-            assert cost.per_rank["latency"] == pytest.approx(fresh.layers[name].costs[scheme].per_rank["latency"] / 2)
+        assert layer.dense == pytest.approx(fresh.layers[name].dense / 2)
+        for scheme, cost in layer.schemes.items():
+            np.testing.assert_allclose(cost.table, fresh.layers[name].schemes[scheme].table / 2)
+            assert cost.per_rank == pytest.approx(fresh.layers[name].schemes[scheme].per_rank / 2)
 
 
 def test_interleaved_timing_takes_turns_within_every_round():
     calls = []
     fns = [lambda: calls.append("a"), lambda: calls.append("b")]
     target = LatencyTarget(min_seconds=0.0)
-    times = lowrank.latency.interleaved_times(fns, torch.device("cpu"), target, rounds=3)
+    times = timing.interleaved_times(fns, torch.device("cpu"), target, rounds=3)
     assert [len(t) for t in times] == [3, 3] and all(t >= 0 for ts in times for t in ts)
     assert calls[-6:] == ["a", "b"] * 3  # after the warm-up: a, b, a, b, ...
 
@@ -178,7 +173,7 @@ def test_the_speed_check_pairs_each_rounds_two_timings():
     original = [0.010 * p for p in phase_a]
     rebuilt = [0.005 * p for p in phase_b]
     assert np.median(original) / np.median(rebuilt) == pytest.approx(1.0)
-    original_us, rebuilt_us, noise_us = lowrank.latency.paired_estimate(original, rebuilt)
+    original_us, rebuilt_us, noise_us = timing.paired_estimate(original, rebuilt)
     assert original_us == pytest.approx(10_000) and rebuilt_us == pytest.approx(5_000) and noise_us == 0
 
 
@@ -186,7 +181,7 @@ def test_the_speed_check_pairs_each_rounds_two_timings():
 def test_latency_with_macs_and_params_and_rank_multiples(fake_clock, k, monkeypatch):
     _, model_latency = fake_clock
     model, calib, example = _lenet_data()
-    monkeypatch.setattr(lowrank.latency, "compare_speed", lambda a, b, x, target=None, rounds=11: SpeedCheck(
+    monkeypatch.setattr(timing, "compare_speed", lambda a, b, x, target=None, rounds=11: SpeedCheck(
         model_latency(a, x), model_latency(b, x), 0.0, rounds, target or LatencyTarget()))
     budget = Budget(macs=0.6, params=0.7, latency=0.8)
     result = lowrank.compress(model, calib, budget, method="cobla", scheme="auto", basis="weight", rank_multiple=k)
@@ -208,7 +203,7 @@ def test_real_timing_leaves_the_original_untouched_and_reports():
     model.train()  # the timing must not flip its flags
     before = {k: v.clone() for k, v in model.state_dict().items()}
     target = LatencyTarget(batch=8, repeats=3, min_seconds=0.001)
-    result = lowrank.compress(model, calib, Budget(latency=0.95), method="exact", basis="weight", latency_target=target)
+    result = lowrank.compress(model, calib, Budget(latency=0.95), method="exact", basis="weight", measure_on=target)
     check = result.latency
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert check.original_us > 0 and check.rebuilt_us > 0 and check.noise_us >= 0 and check.target.batch == 8
@@ -228,9 +223,9 @@ def test_a_model_slower_than_planned_is_planned_again_for_less(fake_clock, monke
         slower = 1.25 if len(seen) == 1 else 1.0
         return SpeedCheck(model_latency(a, x), slower * seen[-1], 0.0, rounds, target or LatencyTarget())
 
-    monkeypatch.setattr(lowrank.latency, "compare_speed", slow_first)
+    monkeypatch.setattr(timing, "compare_speed", slow_first)
     result = lowrank.compress(model, calib, Budget(latency=0.7), method="exact", scheme="auto", basis="weight")
-    assert result.plan.info["latency_attempts"] == 2 and result.plan.info["latency_plan_fraction"] < 0.85
+    assert result.plan.info["attempts"] == 2 and result.plan.info["plan_fractions"]["latency"] < 0.85
     assert result.latency.held and seen[1] < seen[0]
     assert result.plan.limits["latency"] == pytest.approx(0.7 * model_latency(model, example))  # the user's limit, not the tightened one
 
@@ -240,7 +235,7 @@ def test_a_sweep_row_under_a_latency_budget(fake_clock, monkeypatch, tmp_path):
     from lowrank.experiment.runner import RunSpec, execute_run
 
     _, model_latency = fake_clock
-    monkeypatch.setattr(lowrank.latency, "compare_speed", lambda a, b, x, target=None, rounds=11: SpeedCheck(
+    monkeypatch.setattr(timing, "compare_speed", lambda a, b, x, target=None, rounds=11: SpeedCheck(
         model_latency(a, x), model_latency(b, x), 7.0, rounds, target or LatencyTarget()))
     spec = RunSpec.from_dict(dict(model="lenet5-digits", method="exact", budget_latency=0.8, budget_macs=0.6, eval_samples=50))
     row = execute_run(spec.to_dict(), str(tmp_path))

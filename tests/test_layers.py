@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from lowrank import LayerTable
-from lowrank.model.graph import layer_order, residual_joins
+from lowrank.layers.graph import severing
 
 from conftest import make
 from helpers import counted_macs, n_params
@@ -21,7 +21,7 @@ def test_batch_and_sequence_dims_scale_linear_costs():
     x = torch.randn(4, 7, 6)  # batch 4, sequence 7
     table = LayerTable(model, x)
     assert table.total_macs == counted_macs(model, x) == 28 * (6 * 5 + 5 * 3)
-    assert table.layers["0"].costs["channel"].macs_per_rank == 28 * (6 + 5)
+    assert table.prices("macs").layers["0"].schemes["channel"].per_rank == 28 * (6 + 5)
     assert table.layers["0"].input_shape == (4, 7, 6) and table.layers["0"].output_shape == (4, 7, 5)
 
 
@@ -41,12 +41,12 @@ def test_conv_costs_per_scheme():
     table = LayerTable(nn.Sequential(conv), x)
     layer = table.layers["0"]
     ho, wo = layer.output_shape[-2:]
-    ch, sp = layer.costs["channel"], layer.costs["spatial"]
-    assert ch.matrix_shape == (8, 3 * 15) and ch.full_rank == 8
-    assert ch.macs_per_rank == ho * wo * (3 * 15 + 8) and ch.params_per_rank == 3 * 15 + 8
-    assert sp.matrix_shape == (3 * 3, 8 * 5) and sp.full_rank == 9
-    assert sp.macs_per_rank == ho * 20 * 3 * 3 + ho * wo * 8 * 5 and sp.params_per_rank == 3 * 3 + 8 * 5
-    assert layer.costs["channel"].bias_params == 8
+    macs, params = table.prices("macs").layers["0"].schemes, table.prices("params").layers["0"].schemes
+    assert layer.matrix_shape("channel") == (8, 3 * 15) and layer.full_ranks["channel"] == 8
+    assert macs["channel"].per_rank == ho * wo * (3 * 15 + 8) and params["channel"].per_rank == 3 * 15 + 8
+    assert layer.matrix_shape("spatial") == (3 * 3, 8 * 5) and layer.full_ranks["spatial"] == 9
+    assert macs["spatial"].per_rank == ho * 20 * 3 * 3 + ho * wo * 8 * 5 and params["spatial"].per_rank == 3 * 3 + 8 * 5
+    assert params["channel"].fixed == 8  # the bias, paid at any rank
 
 
 class Attention(nn.Module):
@@ -75,18 +75,13 @@ def test_functional_matmuls_are_a_fixed_cost_and_unreached_linears_stay_dense():
     assert [l.name for l in table.compressible] == ["qkv"]
 
 
-def test_graph_from_fx_knows_order_and_residual_joins():
+def test_graph_from_fx_knows_which_layers_every_path_passes():
     model = make("resnet20")
     table = LayerTable(model, torch.randn(1, 1, 28, 28))
     g = table.graph
     assert g.graph["source"] == "torch.fx"
-    order = [n for n in layer_order(g) if n in table.layers]
-    assert order.index("stem.0") < order.index("stages.0.conv1") < order.index("fc")
-    joins = residual_joins(g, {l.name for l in table.compressible})
-    assert len(joins) == 9  # one add per basic block
-    feeders = set().union(*joins.values())
-    assert "stages.3.conv2" in feeders and "stages.3.shortcut.0" in feeders
-    assert "stages.0.conv1" not in feeders
+    assert severing(g, ["stem.0"]) == ["stem.0"] and severing(g, ["fc"]) == ["fc"]
+    assert severing(g, ["stages.0.conv1", "stages.0.conv2"]) == []  # the residual path goes around the block
 
 
 class Untraceable(nn.Module):

@@ -26,7 +26,7 @@ def test_all_ones_masks_reproduce_the_model_and_every_mask_gets_a_gradient(arch,
 def test_prefix_masks_equal_the_rebuilt_model(x28):
     model = make("vgg")
     table = LayerTable(model, x28)
-    ranks = {l.name: max(1, l.costs[table.scheme_for(l.name, "spatial")].full_rank // 4) for l in table.compressible}
+    ranks = {l.name: max(1, l.full_ranks[table.scheme_for(l.name, "spatial")] // 4) for l in table.compressible}
     masked = table.masked_model("spatial")
     masks = {n: (torch.arange(m.numel()) < ranks[n]).double() for n, m in masked.full_masks(False).items()}
     rebuilt = rebuild(model, ranks, "spatial", table=table)

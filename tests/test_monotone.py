@@ -13,8 +13,8 @@ import torch
 
 import lowrank
 from lowrank import Budget, LayerTable
-from lowrank.experiment.runner import _subset
-from lowrank.model.network_loss import as_batches, sensitivity_samples
+from lowrank.needs.network_loss import sensitivity_samples
+from lowrank.util.batches import as_batches, sample_batches
 from solvers import Group, Problem, solve
 from solvers.objectives import Separable
 
@@ -43,8 +43,8 @@ def digits():
     entry = get("lenet5-digits")
     model = entry.load()
     table = LayerTable(model, entry.example_input())
-    calib = _subset(entry.splits.calib, 128, 0)
-    measured = sensitivity_samples(table, table.problem(Budget(macs=1.0)), as_batches(calib))
+    calib = sample_batches(entry.splits.calib, 128, 0)
+    measured = sensitivity_samples(table.model, table.bases, table.problem(Budget(macs=1.0)), as_batches(calib))
     return entry, model, table, calib, measured
 
 

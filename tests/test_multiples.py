@@ -7,7 +7,7 @@ import torch
 import lowrank
 import solvers
 from lowrank import Budget
-from lowrank.experiment.runner import count
+from lowrank.resources import count
 from solvers.multiples import Multiples
 from solvers.synthetic import from_shapes
 

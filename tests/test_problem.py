@@ -53,7 +53,7 @@ def test_problem_validation_and_costs():
 
 def test_alternatives_need_exactly_one_active():
     p = Problem([group("a/x", layer="a"), group("a/y", layer="a"), group("b")], budgets=[100, 100])
-    assert p.has_alternatives and p.layers == {"a": [0, 1], "b": [2]}
+    assert p.layers == {"a": [0, 1], "b": [2]}
     with pytest.raises(ValueError, match="exactly one active"):
         Allocation(p, [1, 1, 1], "test", active=[True, True, True])
     alloc = Allocation(p, [1, 2, 3], "test", active=[False, True, True])

@@ -5,7 +5,7 @@ from torch import nn
 
 from lowrank import FactorizedConv2d, FactorizedLinear, LayerTable, rebuild
 from lowrank.kinds import schemes_for
-from lowrank.model.basis import weight_svd
+from lowrank.factorise.basis import weight_svd
 
 from conftest import make
 from helpers import counted_macs, n_params, rel_err
@@ -88,7 +88,7 @@ def test_random_ranks_match_independent_counts(arch, scheme, x28):
     for _ in range(5):
         ranks = {}
         for layer in table.compressible:
-            full = layer.costs[table.scheme_for(layer.name, scheme)].full_rank
+            full = layer.full_ranks[table.scheme_for(layer.name, scheme)]
             ranks[layer.name] = int(rng.integers(0, full + 1))
         new = rebuild(model, ranks, scheme, table=table)
         groups = {l.name: table.group(l.name, scheme) for l in table.compressible}

@@ -100,7 +100,7 @@ def test_fine_tuned_runs_carry_the_original_fine_tuned_by_the_same_recipe(sweep_
     import copy
 
     from lowrank.experiment.runner import load_model
-    from lowrank.model.finetune import finetune
+    from lowrank.finetuning import finetune
 
     with ResultStore(sweep_db) as store:
         rows = store.rows(sweep="rep")

@@ -2,7 +2,7 @@
 top-1 error clearly disagrees."""
 import pytest
 
-from lowrank.model.network_loss import top1_misses
+from lowrank.needs.network_loss import top1_misses
 from solvers.selection import Score, choose, error_band
 
 

@@ -1,5 +1,5 @@
 """A plan that holds its budget by zeroing a layer every input-to-output path passes through
-leaves a model that predicts a constant: compress must say so (lowrank.model.graph.severing)."""
+leaves a model that predicts a constant: compress must say so (lowrank.layers.graph.severing)."""
 import warnings
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 import lowrank
 from lowrank import Budget
-from lowrank.model.graph import severing
+from lowrank.layers.graph import severing
 from lowrank.zoo import LeNet5
 from lowrank.zoo.archs import ResNet
 
@@ -50,7 +50,7 @@ def test_a_working_plan_is_not_flagged():
 def test_cobla_never_prefers_a_cut_model_on_the_selection_split():
     """Scoring gives an allocation that severs the input an infinite loss and full error, so
     solvers.selection.choose keeps a live candidate whenever there is one."""
-    from lowrank.model.network_loss import NetworkLoss
+    from lowrank.needs.network_loss import NetworkLoss
     from solvers.selection import choose
 
     model, calib = _lenet_and_data()
@@ -60,7 +60,7 @@ def test_cobla_never_prefers_a_cut_model_on_the_selection_split():
     active = [True] * len(full)
     cut = [0] + full[1:]  # the first conv at rank 0: a constant model
     live = [max(1, r // 2) for r in full]
-    scores = NetworkLoss(table, problem, calib).score_allocations([(cut, active), (live, active)])
+    scores = NetworkLoss(table.model, table.bases, problem, calib, graph=table.graph).score_allocations([(cut, active), (live, active)])
     assert scores[0].loss == float("inf") and scores[0].error == 1.0
     assert scores[1].loss < float("inf") and scores[1].error < 1.0
     assert choose(scores) == 1

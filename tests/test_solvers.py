@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from solvers import Group, Problem, Separable, solve
-from solvers.exact import lower_hull
+from solvers.lagrangian import lower_hull
 from solvers.objectives import discarded_energy, from_samples, spectral_error
 from solvers.synthetic import from_shapes
 

@@ -1,15 +1,158 @@
-"""The house rules the layout promises: solvers/ stays free of torch and of lowrank, and the
-registries are what callers consult (a new resource, method or scheme is one file)."""
+"""The house rules the layout promises (README, Layout):
+
+- rooms stand on floors and import only rooms on lower floors (no arrow runs back up), no
+  file imports itself round a circle, and no private name crosses a module boundary;
+- solvers/ stays free of torch and of lowrank;
+- the registries are what callers consult: a new counted or measured resource, a method, a
+  need's provider, a scheme is one file, and "latency" is spelled only in its own module.
+"""
+import ast
+import math
 import subprocess
 import sys
+from pathlib import Path
 
+import networkx as nx
 import pytest
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import lowrank
 import solvers
-from lowrank import Budget, LayerTable, kinds, resources
+from lowrank import Budget, LayerTable, kinds, needs, resources
+from lowrank.cli import build_parser
+from lowrank.resources import Check
+from lowrank.resources.measured import MeasuredResource
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Lowest first. A room (a package folder, or a module outside one) may import rooms on lower
+# floors only: never a room on its own floor or above. The README's Layout shows the same.
+FLOORS = [
+    ["solvers"],
+    ["lowrank.util", "lowrank.version"],
+    ["lowrank.kinds", "lowrank.timing", "lowrank.data", "lowrank.export", "lowrank.finetuning"],
+    ["lowrank.layers", "lowrank.zoo"],
+    ["lowrank.resources"],
+    ["lowrank.budget", "lowrank.factorise"],
+    ["lowrank.planning"],
+    ["lowrank.needs"],
+    ["lowrank.compress"],
+    ["lowrank.experiment"],
+    ["lowrank.report"],
+    ["lowrank.cli", "lowrank.compat"],
+    ["lowrank", "lowrank.__main__"],
+    ["bench"],
+]
+FLOOR = {room: i for i, rooms in enumerate(FLOORS) for room in rooms}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for top in ("lowrank", "solvers", "bench"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _room(module: str) -> str:
+    if module.split(".")[0] in ("solvers", "bench"):
+        return module.split(".")[0]
+    parts = module.split(".")
+    return "lowrank" if len(parts) == 1 else ".".join(parts[:2])
+
+
+def _imports(module: str, path: Path):
+    """(imported module, imported name or None, line) for every import of our packages."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    if module.startswith("bench"):  # bench scripts import their sibling helper as a top-level module
+        package = "bench"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, None, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+                if module.startswith("bench") and f"bench.{target}" in MODULES:
+                    target = f"bench.{target}"
+            for alias in node.names:
+                if f"{target}.{alias.name}" in MODULES:  # `from . import kinds`: the module itself
+                    yield f"{target}.{alias.name}", None, node.lineno
+                else:
+                    yield target, alias.name, node.lineno
+
+
+def _ours(module: str) -> bool:
+    return module.split(".")[0] in ("lowrank", "solvers", "bench")
+
+
+def test_every_room_has_a_floor():
+    rooms = {_room(m) for m in MODULES}
+    assert rooms == set(FLOOR), f"rooms without a floor: {rooms - set(FLOOR)}; floors without a room: {set(FLOOR) - rooms}"
+
+
+def test_no_arrow_runs_back_up():
+    bad = []
+    for module, path in MODULES.items():
+        here = _room(module)
+        for target, _, line in _imports(module, path):
+            if not _ours(target):
+                continue
+            there = _room(target)
+            if there != here and FLOOR[there] >= FLOOR[here]:
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {target} ({there}, floor {FLOOR[there]} >= {FLOOR[here]})")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_file_imports_itself_round_a_circle():
+    g = nx.DiGraph()
+    for module, path in MODULES.items():
+        for target, _, _ in _imports(module, path):
+            if target in MODULES and target != module:
+                g.add_edge(module, target)
+    circles = list(nx.simple_cycles(g))
+    assert not circles, circles
+
+
+def test_no_private_name_crosses_a_module():
+    bad = []
+    for module, path in MODULES.items():
+        for target, name, line in _imports(module, path):
+            private = [p for p in [*target.split("."), name or ""] if p.startswith("_") and not p.startswith("__")]
+            if _ours(target) and private:
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {target} {name or ''}")
+    assert not bad, "\n".join(bad)
+
+
+def _literals(value: str) -> list[str]:
+    found = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value == value:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_latency_is_spelled_only_in_its_own_resource_module():
+    places = _literals("latency")
+    assert places and {p.split(":")[0] for p in places} == {"lowrank/resources/latency.py"}, places
+
+
+def test_the_default_scheme_is_one_constant():
+    """Spelled where schemes are defined (each names itself), nowhere else in the library."""
+    elsewhere = [p for p in _literals(kinds.DEFAULT_SCHEME) if not p.startswith(("lowrank/kinds/", "bench/"))]
+    assert not elsewhere, elsewhere
 
 
 def test_importing_solvers_imports_neither_torch_nor_lowrank():
@@ -18,13 +161,12 @@ def test_importing_solvers_imports_neither_torch_nor_lowrank():
     assert out.stdout.strip() == "", f"solvers imported {out.stdout.strip()}"
 
 
-def test_every_method_declares_its_need():
-    assert {m: solvers.method(m).needs for m in solvers.methods()} == {
-        "alds": solvers.Need.NOTHING, "energy": solvers.Need.NOTHING, "uniform": solvers.Need.NOTHING,
-        "zhang": solvers.Need.NOTHING, "exact": solvers.Need.SEPARABLE, "milp": solvers.Need.SEPARABLE,
-        "cobla": solvers.Need.NETWORK_LOSS, "sensitivity": solvers.Need.SENSITIVITY,
-    }
-    assert [m for m in solvers.methods() if solvers.method(m).uses_data] == ["cobla", "sensitivity"]
+def test_every_method_that_needs_data_has_a_provider():
+    for name in solvers.methods():
+        need = solvers.method(name).needs
+        assert isinstance(need, solvers.Need)
+        assert (needs.provider(need) is not None) == need.uses_data, name
+    assert {m for m in solvers.methods() if solvers.method(m).uses_data} >= {"cobla", "sensitivity"}
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         solvers.method("nope")
 
@@ -42,7 +184,7 @@ def test_budget_is_a_mapping_over_registered_resources():
 
 
 class _Weights(resources.Resource):
-    """A throwaway resource for the test: weight-matrix elements only (no biases, no norms)."""
+    """A counted resource for the test: weight-matrix elements only (no biases, no norms)."""
 
     name, label, axis = "test_weights", "weights", "weight budget"
 
@@ -56,32 +198,95 @@ class _Weights(resources.Resource):
         return scheme.params_per_rank(layer.weight_shape), 0
 
 
-@pytest.fixture
-def weights_resource(monkeypatch):
-    res = _Weights()
-    monkeypatch.setitem(resources._RESOURCES, res.name, res)
-    return res
-
-
-def test_a_registered_resource_flows_through_budget_problem_and_plan(weights_resource, monkeypatch):
+def test_a_counted_resource_is_one_class(monkeypatch):
     model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10)).eval()
     x = torch.randn(8, 20)
-    result = lowrank.compress(model, x, Budget(test_weights=0.4), method="exact")
-    assert result.allocation.problem.resources == ("macs", "params", "test_weights")
-    assert result.plan.totals_before["test_weights"] == 20 * 30 + 30 * 10
-    kept = weights_resource.count(result.model, x)  # counted on the rebuilt model, not planned
-    assert kept == result.plan.totals_after["test_weights"] <= 0.4 * 900
-    assert "weights before" in result.plan.table()
-    # an expensive resource is priced only when a budget names it
-    monkeypatch.setattr(weights_resource, "cheap", False)
-    assert resources.priced() == ("macs", "params")
-    assert resources.priced(["test_weights"]) == ("macs", "params", "test_weights")
+    with resources.registered(_Weights()) as weights:
+        result = lowrank.compress(model, x, Budget(test_weights=0.4), method="exact")
+        assert result.allocation.problem.resources == ("macs", "params", "test_weights")
+        assert result.plan.totals_before["test_weights"] == 20 * 30 + 30 * 10
+        kept = weights.count(result.model, x)  # counted on the rebuilt model, not planned
+        assert kept == result.plan.totals_after["test_weights"] <= 0.4 * 900
+        assert result.test_weights.held and result.test_weights.rebuilt == kept  # and checked by compress itself
+        assert "weights before" in result.plan.table()
+        assert build_parser().parse_args(["compress", "--model", "m", "--test_weights", "0.4"]).test_weights == 0.4  # a CLI flag
+        # an expensive resource is priced only when a budget names it
+        monkeypatch.setattr(weights, "cheap", False)
+        assert resources.priced() == ("macs", "params")
+        assert resources.priced(["test_weights"]) == ("macs", "params", "test_weights")
+    assert "test_weights" not in resources.names()
+
+
+def nanojoules(module: nn.Module, inputs) -> float:
+    """A deterministic energy meter for the test: 1 nJ per MAC, 500 nJ per call of a layer
+    with weights (a factorised layer pays twice), 50 per other leaf module."""
+    calls = []
+    leaves = [m for m in module.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(lambda m, a, o: calls.append(m)) for m in leaves]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as flops:
+            for x in inputs:
+                module(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    fixed = sum(500 if any(True for _ in m.parameters(recurse=False)) else 50 for m in calls)
+    return flops.get_total_flops() / 2 + fixed
+
+
+class Energy(MeasuredResource):
+    """A measured resource in one class: read off a meter (here a callable), nothing else."""
+
+    name, label, unit, axis = "energy", "energy", "nJ", "energy budget"
+
+    def __init__(self, meter, first_check_over: float = 1.0):
+        super().__init__()
+        self.meter, self.over, self.reads = meter, first_check_over, 0
+
+    @staticmethod
+    def _inputs(layer):
+        return [torch.randn(*shape) for shape, _, _ in layer.calls]
+
+    def measure_together(self, model, example_input, layers, settings):
+        self.reads += 1
+        return self.meter(model, [example_input]), [self.meter(l.module, self._inputs(l)) for l in layers]
+
+    def measure_factorised(self, layer, scheme, ranks, settings):
+        rows, cols = scheme.matrix_shape(layer.weight_shape)
+        inputs = self._inputs(layer)
+        costs = [self.meter(scheme.factorized(layer.module, r, (torch.randn(rows, r), torch.ones(r), torch.randn(r, cols))), inputs)
+                 for r in ranks]
+        return self.meter(layer.module, inputs), costs
+
+    def compare(self, original, rebuilt, example_input, settings):
+        over, self.over = self.over, 1.0  # the first rebuilt model reads heavier than the layers promised
+        return Check(self.name, self.meter(original, [example_input]), over * self.meter(rebuilt, [example_input]), math.nan)
+
+
+def test_a_measured_resource_is_one_class():
+    torch.manual_seed(0)
+    model = lowrank.zoo.LeNet5().eval()
+    x = torch.randn(16, 1, 28, 28)
+    with resources.registered(Energy(nanojoules, first_check_over=1.3)) as energy:
+        assert "energy" in resources.names() and not energy.cheap
+        result = lowrank.compress(model, x, Budget(energy=0.6), method="exact", scheme="auto", basis="weight")
+        original, rebuilt = nanojoules(model, [x[:1]]), nanojoules(result.model, [x[:1]])
+        assert result.energy.held and rebuilt <= 0.6 * original + 1e-6
+        assert result.plan.info["attempts"] == 2 and result.plan.info["plan_fractions"]["energy"] < 0.8  # planned again, for less
+        assert result.plan.limits["energy"] == pytest.approx(0.6 * original)  # the user's limit stays the limit
+        assert "energy nJ before" in result.plan.table()
+        # the meter's additive readings make the plan's prediction exact at read ranks (safe side between them)
+        assert rebuilt <= result.energy.planned + 1e-6
+        reads = energy.reads
+        LayerTable(model, x[:1]).prices("energy")
+        assert energy.reads == reads + 1  # layer tables come from memory; only the total is read again, on one meter
+        assert build_parser().parse_args(["compress", "--model", "m", "--energy", "0.6"]).energy == 0.6  # a CLI flag
 
 
 def test_layer_schemes_are_looked_up_not_branched_on():
     conv, depthwise, linear = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Linear(4, 5)
     assert list(kinds.schemes_for(conv)) == ["channel", "spatial"]
-    assert list(kinds.schemes_for(linear)) == ["channel"]
+    assert list(kinds.schemes_for(linear)) == [kinds.DEFAULT_SCHEME]
     assert kinds.schemes_for(depthwise) == {}
     assert kinds.scheme_names() == ("channel", "spatial")
     for scheme in kinds.schemes_for(conv).values():  # weight -> matrix -> weight is the identity
@@ -93,11 +298,14 @@ def test_layer_schemes_are_looked_up_not_branched_on():
 
 def test_old_module_paths_still_import():
     from lowrank.layers import LayerTable as old_table, call_model  # noqa: F401
-    from lowrank.objective import NetworkLoss  # noqa: F401
+    from lowrank.latency import LatencyTarget, compare_speed  # noqa: F401
+    from lowrank.model.network_loss import NetworkLoss, as_batches  # noqa: F401
+    from lowrank.model.table import LayerTable as older_table
+    from lowrank.objective import NetworkLoss as old_loss  # noqa: F401
     from lowrank.runner import RunSpec  # noqa: F401
     from lowrank.sweep import SweepConfig  # noqa: F401
-    from solvers.knapsack import exact  # noqa: F401
+    from solvers.knapsack import exact, lower_hull  # noqa: F401
     from solvers.sqp import cobla  # noqa: F401
 
-    assert old_table is LayerTable
+    assert old_table is LayerTable and older_table is LayerTable
     assert callable(lowrank.finetune) and callable(lowrank.evaluate)

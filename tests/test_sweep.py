@@ -174,11 +174,11 @@ def test_sigkill_at_any_moment_resumes_with_nothing_lost_or_duplicated(reference
 
 
 def test_sensitivity_is_measured_once_per_model_and_seed(tmp_path, monkeypatch):
-    import lowrank.model.needs
+    import lowrank.needs.network_loss
 
     calls = []
-    real = lowrank.model.needs.sensitivity_samples
-    monkeypatch.setattr(lowrank.model.needs, "sensitivity_samples", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = lowrank.needs.network_loss.sensitivity_samples
+    monkeypatch.setattr(lowrank.needs.network_loss, "sensitivity_samples", lambda *a, **k: calls.append(1) or real(*a, **k))
     for macs in (0.3, 0.5, 0.7):
         spec = RunSpec.from_dict(dict(model="lenet5-digits", method="sensitivity", budget_macs=macs, calib_samples=64, select_samples=64))
         assert execute_run(spec.to_dict(), str(tmp_path))["status"] == "ok"

@@ -9,8 +9,8 @@ from torch import nn
 import lowrank
 from lowrank import Budget, LayerTable, rebuild
 from lowrank.kinds import schemes_for
-from lowrank.model.basis import weight_svd
-from lowrank.model.inputs import ModelCallError
+from lowrank.factorise.basis import weight_svd
+from lowrank.util.inputs import ModelCallError
 
 from helpers import counted_macs, n_params, rel_err
 
@@ -175,11 +175,11 @@ def test_half_precision_models_keep_their_dtype_and_lose_nothing_at_full_rank(dt
     assert {p.dtype for p in result.model.parameters()} == {dtype} and result.model(x).dtype == dtype
     table = result.table
     assert table.svd("features.0", "channel")[1].dtype == torch.float64  # the SVD runs in float64
-    full = rebuild(model, {l.name: l.costs["channel"].full_rank for l in table.compressible}, table=table)
+    full = rebuild(model, {l.name: l.full_ranks["channel"] for l in table.compressible}, table=table)
     assert torch.equal(full(x), model(x))  # full rank: the exact dense layers, no loss at all
     # a layer factorised at full rank (not the dense fallback) matches its dense layer to the dtype's precision
     conv = model.features[3]
     scheme = schemes_for(conv)["channel"]
-    layer = scheme.factorized(conv, table.layers["features.3"].costs["channel"].full_rank, table.svd("features.3", "channel"))
+    layer = scheme.factorized(conv, table.layers["features.3"].full_ranks["channel"], table.svd("features.3", "channel"))
     h = torch.randn(4, 6, 14, 14).to(dtype)
     assert rel_err(layer(h).float(), conv(h).float()) < 10 * torch.finfo(dtype).eps

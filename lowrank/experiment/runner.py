@@ -23,11 +23,17 @@ import torch
 
 import solvers
 
-from .. import resources
+from .. import needs, resources
 from ..budget import Budget
-from ..kinds import check_scheme, scheme_names
-from ..model.basis import BASES
-from .cache import DiskCache, digest
+from ..compress import compress
+from ..factorise.basis import BASES
+from ..finetuning import finetune
+from ..kinds import DEFAULT_SCHEME, check_scheme, scheme_names
+from ..planning.table import LayerTable
+from ..util.batches import as_batches, sample_batches
+from ..util.cache import DiskCache, digest
+from ..version import __version__
+from ..zoo import get
 
 
 # Runs stored before resources were registered had exactly these budget fields in their key;
@@ -46,7 +52,7 @@ class RunSpec:
     model: str
     method: str
     limits: tuple = ()  # ((resource, limit), ...), stored in registration order
-    scheme: str = "channel"
+    scheme: str = DEFAULT_SCHEME
     basis: str = "weight"  # "activation": whitened by calibration data (see lowrank.model.basis)
     rank_multiple: int = 1  # every factorised rank a multiple of this (see solvers.multiples)
     seed: int = 0
@@ -122,7 +128,6 @@ def versions() -> dict[str, str]:
     import numpy
     import scipy
 
-    from .. import __version__
 
     return {"lowrank": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": numpy.__version__, "scipy": scipy.__version__, "cvxpy": cvxpy.__version__}
@@ -147,7 +152,7 @@ def git_revision() -> str:
 class LoadedModel:
     entry: Any
     model: torch.nn.Module
-    table: Any  # LayerTable
+    table: LayerTable
     fingerprint: str  # of the weights: cache entries are only reused for the same weights
     svds_loaded: set
 
@@ -166,9 +171,6 @@ def weights_fingerprint(entry, model: torch.nn.Module) -> str:
 
 
 def load_model(name: str) -> LoadedModel:
-    from ..model.table import LayerTable
-    from ..zoo import get
-
     if name not in _LOADED:
         entry = get(name)
         model = entry.load()
@@ -183,24 +185,6 @@ def _ensure_svds(loaded: LoadedModel, scheme: str, cache: DiskCache) -> None:
             svds = cache.get("svd", {"weights": loaded.fingerprint, "scheme": s}, lambda: loaded.table.svds(s))
             loaded.table.load_svds(s, svds)
             loaded.svds_loaded.add(s)
-
-
-def _subset(part, n: int | None, seed: int, batch_size: int = 128):
-    """``n`` samples of a split part, chosen by ``seed``, as (inputs, labels) batches."""
-    from ..model.inputs import take
-
-    x, y = part
-    if n is not None and n > len(y):
-        raise ValueError(f"asked for {n} samples, but the split has only {len(y)}")
-    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[: len(y) if n is None else n]
-    idx = idx.sort().values
-    return [(take(x, idx[i : i + batch_size]), y[idx[i : i + batch_size]]) for i in range(0, len(idx), batch_size)]
-
-
-def count(model: torch.nn.Module, example, names=None) -> dict[str, float]:
-    """Each resource (default: those every problem prices) counted on the whole module,
-    independently of our cost model: MACs by FlopCounterMode / 2, parameters by numel."""
-    return {r: resources.get(r).count(model, example) for r in (resources.priced() if names is None else names)}
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -222,11 +206,6 @@ def execute_run(spec: dict, cache_dir: str) -> dict:
 
 
 def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
-    from ..compress import compress
-    from ..model import needs
-    from ..model.finetune import finetune
-    from ..model.network_loss import as_batches
-
     loaded = load_model(run.model)
     entry, model, table = loaded.entry, loaded.model, loaded.table
     _ensure_svds(loaded, run.scheme, cache)
@@ -240,8 +219,8 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
     method = solvers.method(run.method)
     selection = measured = None
     if run.uses_data:
-        calib = _subset(entry.splits.calib, run.calib_samples, run.seed)
-        selection = _subset(entry.splits.select, run.select_samples, run.seed) if method.uses_data else None
+        calib = sample_batches(entry.splits.calib, run.calib_samples, run.seed)
+        selection = sample_batches(entry.splits.select, run.select_samples, run.seed) if method.uses_data else None
     else:
         calib = [(entry.example_input(), None)]  # data-free methods only need the input shape
     table.use_basis(run.basis, calib)  # compress sees the same batches and keeps this basis
@@ -256,7 +235,7 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
     result = compress(model, calib, run.budget, method=run.method, scheme=run.scheme, table=table, selection=selection,
                       measured=measured, basis=run.basis, rank_multiple=run.rank_multiple)
     out["solver_seconds"] = float(result.allocation.info.get("solve_seconds", 0.0))
-    out.update(_costs(run, table, result, entry.example_input()))
+    out.update(_costs(result))
     out["metric_before"] = float(entry.evaluate(result.model, limit=run.eval_samples))
     if run.finetune_epochs > 0:
         recipe = dict(epochs=run.finetune_epochs, kd=run.kd, samples_per_epoch=run.finetune_samples, seed=run.seed,
@@ -277,30 +256,24 @@ def _finetuned_original(model, entry, recipe: dict) -> float:
     can tell compression loss from the gain of extra training."""
     from copy import deepcopy
 
-    from ..model.finetune import finetune
-
     history = finetune(deepcopy(model), entry, teacher=model if recipe["kd"] > 0 else None, **recipe)
     return float(history[-1])
 
 
-def _costs(run: RunSpec, table, result, example) -> dict:
-    """Per resource: the independent count of the rebuilt model, the original's, the fraction
-    and the planned cost; whether every limit holds; the ranks chosen per layer."""
-    names = result.plan.totals_after  # the resources the problem priced
-    check = result.latency  # latency: the rebuilt model timed alternately with the original, not alone
-    counted = count(result.model, example, [r for r in names if r != "latency"])
-    original = dict(table.totals_of(names))
-    if check is not None:
-        counted["latency"], original["latency"] = check.rebuilt_us, check.original_us
-    limits = run.budget.limits(original)
+def _costs(result) -> dict:
+    """Per priced resource, from the rebuilt model's checks (an independent count, or a
+    measurement alongside the original): the rebuilt model's total, the original's, the
+    fraction and the planned cost, and for a measured resource its noise; whether every
+    check held; the ranks chosen per layer."""
     out = {}
-    for r in names:
-        cast = int if resources.get(r).integer else float
-        out.update({r: cast(counted[r]), f"original_{r}": original[r], f"{r}_fraction": counted[r] / original[r],
+    for r, check in result.checks.items():
+        res = resources.get(r)
+        cast = int if res.integer else float
+        out.update({r: cast(check.rebuilt), f"original_{r}": check.original, f"{r}_fraction": check.rebuilt / check.original,
                     f"planned_{r}": result.plan.totals_after[r]})
-    if check is not None:
-        out["latency_noise"] = check.noise_us  # "held" means measured <= limit + this
-    out["fits"] = int(all(counted[r] <= limits[r] for r in names if r != "latency") and (check is None or bool(check.held)))
+        if not res.cheap:
+            out[f"{r}_noise"] = check.noise  # "held" means measured <= limit + this
+    out["fits"] = int(result.held)
     rows = result.plan.rows
     out.update(ranks={x.name: x.rank for x in rows}, schemes={x.name: x.scheme for x in rows},  # full rank where dense
                full_ranks={x.name: x.full_rank for x in rows})

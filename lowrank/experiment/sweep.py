@@ -1,7 +1,7 @@
 """Sweeps: models x budgets x methods x seeds, run once each, stored as they finish.
 
 ``SweepConfig`` says what to run (built-in defaults, a TOML/YAML file, or CLI flags);
-``run_sweep`` expands it into :class:`~lowrank.runner.RunSpec` s, skips those the store
+``run_sweep`` expands it into :class:`~lowrank.experiment.runner.RunSpec` s, skips those the store
 already holds, runs the rest on an executor and writes each row the moment it arrives, so
 a sweep killed at any point resumes where it stopped.
 """
@@ -17,7 +17,8 @@ from typing import Any
 
 import solvers
 
-from .. import resources
+from .. import needs, resources
+from ..kinds import DEFAULT_SCHEME
 from .runner import RunSpec, execute_run
 from .store import ResultStore
 
@@ -37,7 +38,7 @@ class SweepConfig:
     budgets: list[dict] = field(default_factory=lambda: [dict(b) for b in DEFAULT_BUDGETS])
     methods: list[str] = field(default_factory=lambda: list(solvers.methods()))
     seeds: list[int] = field(default_factory=lambda: [0])
-    schemes: list[str] = field(default_factory=lambda: ["channel"])
+    schemes: list[str] = field(default_factory=lambda: [DEFAULT_SCHEME])
     bases: list[str] = field(default_factory=lambda: list(DEFAULT_BASES))
     rank_multiples: list[int] = field(default_factory=lambda: [1])
     calib_samples: int = 128
@@ -173,10 +174,6 @@ class SweepSummary:
                 f"({self.failed} failed, {self.infeasible} infeasible) in {self.seconds:.0f} s; results in {self.db}")
 
 
-# Long runs first so that no worker is left with a slow straggler at the end.
-_NEED_ORDER = (solvers.Need.NETWORK_LOSS, solvers.Need.SENSITIVITY, solvers.Need.SEPARABLE, solvers.Need.NOTHING)
-
-
 def run_sweep(
     config: SweepConfig, db: str | Path = DEFAULT_DB, cache_dir: str | Path = DEFAULT_CACHE, executor: str = "local",
     workers: int | None = None, threads: int = 1, address: str | None = None, retry_errors: bool = False,
@@ -194,7 +191,8 @@ def run_sweep(
     with ResultStore(db) as store:
         store.register_sweep(config.name, config.to_dict(), [s.key for s in specs])
         done = store.done_keys(retry_errors=retry_errors)
-        todo = sorted((s for s in specs if s.key not in done), key=lambda s: _NEED_ORDER.index(solvers.method(s.method).needs))
+        # long runs first, so that no worker is left with a slow straggler at the end
+        todo = sorted((s for s in specs if s.key not in done), key=lambda s: needs.run_order(s.method))
         counts = {"error": 0, "infeasible": 0}
         bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc=f"sweep {config.name}", unit="run", disable=not progress, file=sys.stderr)
         if todo:

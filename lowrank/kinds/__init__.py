@@ -7,120 +7,9 @@ module that replaces the dense one. Nothing else in lowrank branches on layer ty
 scheme names, so a new kind (Conv1d, say) or a new scheme is one new file in this package
 that calls :func:`register` (every module here is imported, in name order).
 """
-from __future__ import annotations
-
-import math
-from typing import Sequence
-
-import torch
-from torch import nn
-
-from .._plugins import import_submodules
-
-Call = tuple  # (input shape, output shape, output numel) of one call, as recorded
-
-
-class LayerScheme:
-    """How layers of ``module_type`` are factorised under scheme ``name``."""
-
-    module_type: type = nn.Module
-    kind: str = ""  # the layer kind shown in tables: "linear", "conv2d", ...
-    name: str = ""  # the scheme: "channel", "spatial", ...
-    condition: str = ""  # what :meth:`accepts` asks beyond the type, in words
-    input_side: str = "cols"  # which side of the matrix multiplies the layer's input: "cols" or "rows"
-
-    @property
-    def label(self) -> str:
-        """The layers it takes, in words: ``nn.Conv2d (groups=1)``."""
-        return f"nn.{self.module_type.__name__}" + (f" ({self.condition})" if self.condition else "")
-
-    def accepts(self, module: nn.Module) -> bool:
-        """Whether this scheme can factorise ``module`` (subclasses narrow it, e.g. groups == 1)."""
-        return isinstance(module, self.module_type)
-
-    # --- weight <-> matrix ---------------------------------------------------------------
-    def matrix(self, weight: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def weight(self, matrix: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-        """Inverse of :meth:`matrix` for a weight of ``shape``."""
-        raise NotImplementedError
-
-    def matrix_shape(self, weight_shape: Sequence[int]) -> tuple[int, int]:
-        raise NotImplementedError
-
-    # --- costs ---------------------------------------------------------------------------
-    def dense_macs(self, module: nn.Module, calls: Sequence[Call]) -> int:
-        """MACs of the dense layer over its recorded calls (bias adds excluded)."""
-        return sum(numel for _, _, numel in calls) * math.prod(module.weight.shape[1:])
-
-    def macs_per_rank(self, module: nn.Module, calls: Sequence[Call]) -> int:
-        """MACs that one kept singular value costs, over the recorded calls."""
-        raise NotImplementedError
-
-    def params_per_rank(self, weight_shape: Sequence[int]) -> int:
-        """One kept value is a column of U and a row of Vh: rows + cols parameters."""
-        return sum(self.matrix_shape(weight_shape))
-
-    def input_vectors(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """The (n, d) vectors the input side of the matrix multiplies, for one call on ``x``
-        (d = the matrix's cols, or rows when ``input_side == "rows"``): what a data-aware
-        basis whitens by."""
-        raise NotImplementedError
-
-    def input_moment(self, module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """(sum of v v^T over the input vectors v of one call on ``x``, their count), float64."""
-        v = self.input_vectors(module, x).double()
-        return v.T @ v, v.shape[0]
-
-    # --- the factorised module -------------------------------------------------------------
-    def factorized(self, dense: nn.Module, rank: int, factors) -> nn.Module:
-        """The two-layer module at ``rank`` from ``factors`` = (U, s, Vh) of :meth:`matrix`."""
-        raise NotImplementedError
-
-
-def pad_mode(conv: nn.Module) -> str:
-    """The ``F.pad`` mode that reproduces a conv's own padding ("zeros" is "constant")."""
-    return "constant" if conv.padding_mode == "zeros" else conv.padding_mode
-
-
-_SCHEMES: list[LayerScheme] = []
-
-
-def register(scheme: LayerScheme) -> LayerScheme:
-    if any(type(s) is type(scheme) for s in _SCHEMES):
-        raise ValueError(f"scheme {type(scheme).__name__} registered twice")
-    _SCHEMES.append(scheme)
-    return scheme
-
-
-def scheme_names() -> tuple[str, ...]:
-    """Every scheme name, in registration order (``channel`` first)."""
-    return tuple(dict.fromkeys(s.name for s in _SCHEMES))
-
-
-def check_scheme(name: str) -> str:
-    if name not in scheme_names():
-        raise ValueError(f"unknown scheme {name!r}; choose one of {', '.join(scheme_names())}")
-    return name
-
-
-def schemes_for(module: nn.Module) -> dict[str, LayerScheme]:
-    """The schemes that can factorise ``module``, by name (empty: it stays dense)."""
-    return {s.name: s for s in _SCHEMES if s.accepts(module)}
-
-
-def supported() -> str:
-    """The layer types some scheme factorises, in words: for messages."""
-    return ", ".join(dict.fromkeys(s.label for s in _SCHEMES))
-
-
-def split_factors(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int):
-    """First factor sqrt(S) Vh (rank x cols), second U sqrt(S) (rows x rank): balanced
-    scales help later fine-tuning."""
-    root = s[:rank].sqrt()
-    return root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
-
+from ..util.plugins import import_submodules
+from .base import (DEFAULT_SCHEME, LayerScheme, check_scheme, pad_mode, register, scheme_names, schemes_for, split_factors,
+                   supported)
 
 import_submodules(__name__, __path__)  # each module registers its schemes
 from .conv2d import FactorizedConv2d  # noqa: E402
@@ -128,5 +17,5 @@ from .linear import FactorizedLinear  # noqa: E402
 
 SCHEMES = scheme_names()
 
-__all__ = ["FactorizedConv2d", "FactorizedLinear", "LayerScheme", "SCHEMES", "check_scheme", "register", "scheme_names",
-           "schemes_for", "split_factors"]
+__all__ = ["DEFAULT_SCHEME", "FactorizedConv2d", "FactorizedLinear", "LayerScheme", "SCHEMES", "check_scheme", "pad_mode", "register",
+           "scheme_names", "schemes_for", "split_factors", "supported"]

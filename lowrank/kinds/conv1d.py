@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import LayerScheme, pad_mode, register, split_factors
+from .base import LayerScheme, pad_mode, register, split_factors
 
 
 class FactorizedConv1d(nn.Module):

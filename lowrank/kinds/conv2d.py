@@ -1,4 +1,5 @@
-"""``nn.Conv2d`` with ``groups == 1`` under two schemes (how the kernel becomes a matrix):
+"""``nn.Conv2d`` with ``groups == 1`` under two schemes (how the kernel becomes a matrix, and
+the geometry of the two convs it is rebuilt as):
 
 - ``channel``: (C_out, C_in, kh, kw) -> C_out x (C_in*kh*kw). Rebuilt as a kh x kw conv
   C_in -> r (the original stride, padding, dilation), then a 1x1 conv r -> C_out.
@@ -11,38 +12,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import LayerScheme, pad_mode, register, split_factors
+from .base import LayerScheme, pad_mode, register, schemes_for, split_factors
 
 
 class FactorizedConv2d(nn.Module):
-    """A conv C_in -> r then a conv r -> C_out, split by ``scheme``.
-
-    ``channel``: kh x kw conv (original stride, padding, dilation) then a 1x1 conv.
-    ``spatial``: kh x 1 conv (stride, padding, dilation along H) then 1 x kw conv (along W).
-    At rank 0 the layer outputs its bias at the original output size.
+    """A conv C_in -> r then a conv r -> C_out, shaped by a scheme: the scheme hands over
+    both convs' geometry and how the factors fill their weights (see ``factor_convs`` and
+    ``factor_weights`` of :class:`Conv2dChannel` and :class:`Conv2dSpatial`). At rank 0 the
+    layer outputs its bias at the original output size.
     """
 
-    def __init__(self, dense: nn.Conv2d, rank: int, scheme: str):
+    pointwise = False  # (the class default: layers saved before schemes handed over their geometry)
+
+    def __init__(self, dense: nn.Conv2d, rank: int, scheme: "str | _Conv2dScheme"):
         super().__init__()
         if dense.groups != 1:
             raise ValueError("only convolutions with groups=1 can be factorised")
-        self.rank, self.scheme = rank, scheme
+        scheme = _scheme(dense, scheme)
+        self.rank, self.scheme = rank, scheme.name
+        self.pointwise = scheme.pointwise_second  # the second factor is a 1x1 conv
         self.out_channels = dense.out_channels
         self._geometry = (dense.kernel_size, dense.stride, dense.padding, dense.dilation, dense.padding_mode)
-        kh, kw = dense.kernel_size
-        sh, sw = dense.stride
-        dh, dw = dense.dilation
-        pad = dense.padding
+        first, second = scheme.factor_convs(dense)
         mode = dict(padding_mode=dense.padding_mode)
-        if scheme == "channel":
-            first = dict(kernel_size=(kh, kw), stride=(sh, sw), padding=pad, dilation=(dh, dw))
-            second = dict(kernel_size=1)
-        elif scheme == "spatial":
-            ph, pw = (pad, pad) if isinstance(pad, str) else pad
-            first = dict(kernel_size=(kh, 1), stride=(sh, 1), padding=ph if isinstance(ph, str) else (ph, 0), dilation=(dh, 1))
-            second = dict(kernel_size=(1, kw), stride=(1, sw), padding=pw if isinstance(pw, str) else (0, pw), dilation=(1, dw))
-        else:
-            raise ValueError(f"unknown scheme {scheme!r}")
         if rank > 0:
             self.first = nn.Conv2d(dense.in_channels, rank, **first, **mode, bias=False)
             self.second = nn.Conv2d(rank, dense.out_channels, **second, **mode, bias=dense.bias is not None)
@@ -51,19 +43,17 @@ class FactorizedConv2d(nn.Module):
             self.bias = nn.Parameter(torch.empty(dense.out_channels)) if dense.bias is not None else None
 
     @classmethod
-    def from_dense(cls, dense: nn.Conv2d, rank: int, scheme: str, factors) -> "FactorizedConv2d":
+    def from_dense(cls, dense: nn.Conv2d, rank: int, scheme: "str | _Conv2dScheme", factors) -> "FactorizedConv2d":
+        """``factors`` = (U, s, Vh) of the scheme's matrix of the dense kernel."""
+        scheme = _scheme(dense, scheme)
         w = dense.weight
         layer = cls(dense, rank, scheme).to(w.device, w.dtype)
         with torch.no_grad():
             if rank > 0:
                 a, b = split_factors(*factors, rank)  # a: r x cols, b: rows x r
-                c_out, c_in, kh, kw = w.shape
-                if scheme == "channel":
-                    layer.first.weight.copy_(a.reshape(rank, c_in, kh, kw))
-                    layer.second.weight.copy_(b.reshape(c_out, rank, 1, 1))
-                else:  # rows are (c_in, kh), cols are (c_out, kw)
-                    layer.first.weight.copy_(b.T.reshape(rank, c_in, kh, 1))
-                    layer.second.weight.copy_(a.reshape(rank, c_out, kw).permute(1, 0, 2).reshape(c_out, rank, 1, kw))
+                first, second = scheme.factor_weights(a, b, tuple(w.shape))
+                layer.first.weight.copy_(first)
+                layer.second.weight.copy_(second)
                 if dense.bias is not None:
                     layer.second.bias.copy_(dense.bias)
             elif dense.bias is not None:
@@ -71,7 +61,7 @@ class FactorizedConv2d(nn.Module):
         return layer
 
     def _pointwise(self, h: torch.Tensor) -> torch.Tensor:
-        """The channel scheme's 1x1 conv as one batched matrix product over the positions.
+        """A 1x1 second factor (the channel scheme's) as one batched matrix product over the positions.
 
         The same sum as ``self.second(h)`` (the weights stay in that conv), but faster on the
         CPU for the narrow channel counts a low rank makes: rebuilt zoo CNNs ran 0.99-1.15x
@@ -98,7 +88,7 @@ class FactorizedConv2d(nn.Module):
     def forward(self, x):
         if self.rank > 0:
             h = self.first(x)
-            if self.scheme == "channel" and h.dim() == 4 and h.is_contiguous():
+            if self.pointwise and h.dim() == 4 and h.is_contiguous():
                 return self._pointwise(h)
             return self.second(h)
         h, w = self._output_size(x)
@@ -109,14 +99,33 @@ class FactorizedConv2d(nn.Module):
 WINDOW_BATCH = 16  # samples whose windows are unfolded at once while collecting input moments
 
 
+def _scheme(dense: nn.Conv2d, scheme) -> "_Conv2dScheme":
+    """A scheme object from itself or its name."""
+    if isinstance(scheme, str):
+        found = schemes_for(dense)
+        if scheme not in found:
+            raise ValueError(f"unknown scheme {scheme!r} for nn.Conv2d; choose one of {', '.join(found)}")
+        return found[scheme]
+    return scheme
+
+
 class _Conv2dScheme(LayerScheme):
     module_type, kind, condition = nn.Conv2d, "conv2d", "groups=1"
+    pointwise_second = False  # whether the second factor is a 1x1 conv
+
+    def factor_convs(self, dense: nn.Conv2d) -> tuple[dict, dict]:
+        """Keyword arguments of the first (C_in -> r) and second (r -> C_out) conv."""
+        raise NotImplementedError
+
+    def factor_weights(self, a: torch.Tensor, b: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two convs' weights from ``a`` (r x cols) and ``b`` (rows x r) of the matrix."""
+        raise NotImplementedError
 
     def accepts(self, module):
         return isinstance(module, nn.Conv2d) and module.groups == 1
 
     def factorized(self, dense, rank, factors):
-        return FactorizedConv2d.from_dense(dense, rank, self.name, factors)
+        return FactorizedConv2d.from_dense(dense, rank, self, factors)
 
     def input_moment(self, module, x):
         """Summed over slices of the batch: a conv's unfolded windows are up to kh*kw times its
@@ -148,6 +157,17 @@ class _Conv2dScheme(LayerScheme):
 
 class Conv2dChannel(_Conv2dScheme):
     name = "channel"
+    pointwise_second = True
+
+    def factor_convs(self, dense):
+        # a kh x kw conv with the original stride, padding and dilation, then a 1x1 conv
+        first = dict(kernel_size=dense.kernel_size, stride=dense.stride, padding=dense.padding, dilation=dense.dilation)
+        return first, dict(kernel_size=1)
+
+    def factor_weights(self, a, b, shape):
+        c_out, c_in, kh, kw = shape
+        rank = a.shape[0]
+        return a.reshape(rank, c_in, kh, kw), b.reshape(c_out, rank, 1, 1)
 
     def matrix(self, weight):
         return weight.reshape(weight.shape[0], -1)
@@ -175,6 +195,20 @@ class Conv2dChannel(_Conv2dScheme):
 class Conv2dSpatial(_Conv2dScheme):
     name = "spatial"
     input_side = "rows"  # rows are (C_in, kh): the kh x 1 first factor
+
+    def factor_convs(self, dense):
+        # a kh x 1 conv (stride, padding, dilation along H), then a 1 x kw conv (along W)
+        (kh, kw), (sh, sw), (dh, dw), pad = dense.kernel_size, dense.stride, dense.dilation, dense.padding
+        ph, pw = (pad, pad) if isinstance(pad, str) else pad
+        first = dict(kernel_size=(kh, 1), stride=(sh, 1), padding=ph if isinstance(ph, str) else (ph, 0), dilation=(dh, 1))
+        second = dict(kernel_size=(1, kw), stride=(1, sw), padding=pw if isinstance(pw, str) else (0, pw), dilation=(1, dw))
+        return first, second
+
+    def factor_weights(self, a, b, shape):
+        # rows are (c_in, kh), cols are (c_out, kw)
+        c_out, c_in, kh, kw = shape
+        rank = a.shape[0]
+        return b.T.reshape(rank, c_in, kh, 1), a.reshape(rank, c_out, kw).permute(1, 0, 2).reshape(c_out, rank, 1, kw)
 
     def input_vectors(self, module, x):
         # the first factor is a kh x 1 conv: windows along H only, at every input column

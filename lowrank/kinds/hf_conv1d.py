@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import LayerScheme, register
+from .base import LayerScheme, register
 from .linear import FactorizedLinear
 
 

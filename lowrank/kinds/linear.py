@@ -6,7 +6,7 @@ import warnings
 import torch
 from torch import nn
 
-from . import LayerScheme, register, split_factors
+from .base import LayerScheme, register, split_factors
 
 
 class FactorizedLinear(nn.Module):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import Resource, register
+from ..util.inputs import call_model
+from ..util.modes import evaluating
+from .base import Resource, register
 
 
 class Macs(Resource):
@@ -17,9 +19,6 @@ class Macs(Resource):
         return f"{value:,.0f} MACs per sample"
 
     def count(self, model, example_input):
-        from ..model.inputs import call_model
-        from ..model.modes import evaluating
-
         with torch.no_grad(), evaluating(model), FlopCounterMode(display=False) as counter:
             call_model(model, example_input)
         return counter.get_total_flops() // 2

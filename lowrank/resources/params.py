@@ -1,7 +1,7 @@
 """Parameters: every parameter of the model, counted once (``numel``)."""
 from __future__ import annotations
 
-from . import Resource, register
+from .base import Resource, register
 
 
 class Params(Resource):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .. import data
+from ..util.inputs import take
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -39,7 +40,7 @@ class ZooEntry:
         return self.splits_fn() if self.splits_fn else data.DATASETS[self.dataset]()
 
     def example_input(self):
-        return data.take(self.splits.test[0], slice(0, 1))
+        return take(self.splits.test[0], slice(0, 1))
 
     @property
     def has_weights(self) -> bool:
@@ -74,7 +75,7 @@ class ZooEntry:
 
         x, y = self.splits.test
         if limit is not None:
-            x, y = data.take(x, slice(0, limit)), y[:limit]
+            x, y = take(x, slice(0, limit)), y[:limit]
         return accuracy(model, x, y)
 
     def train(self, device: str = "cpu", progress: bool = True, out: Path | None = None) -> tuple[nn.Module, list[float], str]:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import data
+from ..util.inputs import take
 from .entry import ZooEntry
 
 MAX_TOKENS = 48
@@ -86,8 +87,8 @@ def tweet_splits(seed: int = 0) -> data.Splits:
     y = torch.tensor([label for _, label in chosen])
     test = slice(0, n_test)
     rest = torch.arange(n_test, total)
-    x_rest, y_rest = data.take(x, rest), y[rest]
-    splits = data.split_train("tweets", x_rest, y_rest, data.take(x, test), y[test], seed, SIZES["calib"], SIZES["select"])
+    x_rest, y_rest = take(x, rest), y[rest]
+    splits = data.split_train("tweets", x_rest, y_rest, take(x, test), y[test], seed, SIZES["calib"], SIZES["select"])
     return splits
 
 

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..model.inputs import call_model, take, to_device
-from ..model.modes import evaluating
+from ..util.inputs import call_model, take, to_device
+from ..util.modes import evaluating
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

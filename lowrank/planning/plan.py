@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from typing import Mapping
+
 from solvers import Allocation
 
 from .. import resources
-from .table import LayerTable
+from ..layers.inventory import Layer
+from ..resources import Prices
 
 
 @dataclass
@@ -47,18 +50,21 @@ class Plan:
     info: dict = field(default_factory=dict)
 
     @classmethod
-    def from_allocation(cls, table: LayerTable, alloc: Allocation, limits: dict[str, float]) -> "Plan":
+    def from_allocation(cls, alloc: Allocation, layers: Mapping[str, Layer], prices: Mapping[str, Prices],
+                        limits: dict[str, float]) -> "Plan":
+        """The allocation bound back to ``layers``, with the original's costs from ``prices``
+        (per resource of the allocation's problem) and the absolute ``limits``."""
         res = alloc.problem.resources
         rows = []
         for layer_name, (group, rank) in alloc.by_layer().items():
-            layer = table.layers[layer_name]
+            layer = layers[layer_name]
             after = dict(zip(res, (int(round(x)) for x in group.cost(rank))))
             rows.append(PlanRow(
                 layer.name, layer.kind, layer.weight_shape, group.option, group.full_rank, int(rank),
-                group.is_dense(rank), {r: int(round(layer.dense[r])) for r in res}, after,
+                group.is_dense(rank), {r: int(round(prices[r].layers[layer.name].dense)) for r in res}, after,
             ))
         after = {r: int(round(c)) for r, c in zip(res, alloc.cost)}
-        before = {r: int(round(v)) for r, v in table.totals_of(res).items()}
+        before = {r: int(round(prices[r].total)) for r in res}
         info = {k: v for k, v in alloc.info.items() if isinstance(v, (int, float, str, bool))}
         return cls(rows, before, after, {r: limits[r] for r in res}, alloc.method, info)
 

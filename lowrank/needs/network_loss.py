@@ -1,87 +1,50 @@
-"""The bridge from a model to a solver objective: the network's loss as a function of masks.
-
-- :class:`NetworkLoss`: loss on calibration batches through the masked model, with its
-  gradient with respect to every singular-value mask (autograd); also scores whole rank
-  allocations (prefix masks), which is how candidate roundings are compared on a selection
-  split.
-- :func:`measure_sensitivity`: per-layer loss at candidate ranks (one layer truncated at a
-  time), for the AIMET-style ``sensitivity`` method.
+"""The network's loss as a function of the singular-value masks (:class:`NetworkLoss`): its
+value and gradient on calibration batches, scores of whole allocations on a held-out
+selection split (how candidate roundings are compared), and per-layer loss tables
+(:func:`sensitivity_samples`); and the provider that hands them to methods needing
+``Need.NETWORK_LOSS`` (COBLA).
 
 The loss is cross-entropy against the targets when the batches have them, otherwise the
 mean squared distance to the original model's outputs (distillation).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+import sys
 
+from typing import Any, Callable, Sequence
+
+import networkx as nx
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from solvers import Differentiable, Problem, Separable
+import solvers
+from solvers import Differentiable, Need, Problem
 from solvers.objectives import from_samples
-from solvers.selection import Score
+from solvers.selection import Score, Scorer
 
-from .graph import severing
-from .inputs import call_checked, main_output, model_device, naming_input, size, take, to_device
-from .modes import evaluating
-from .table import LayerTable
-
-Batch = tuple[Any, Any]  # (inputs, targets or None)
-
-
-def as_batches(calib: Any) -> list[Batch]:
-    """Normalise calibration data to a list of (inputs, targets-or-None) batches."""
-    if isinstance(calib, (torch.Tensor, dict)):
-        return [(calib, None)]
-    if isinstance(calib, tuple) and len(calib) == 2 and isinstance(calib[0], (torch.Tensor, dict)):
-        return [(calib[0], calib[1])]
-    if isinstance(calib, Iterable):
-        out = []
-        for b in calib:
-            out += as_batches(b)
-        if not out:
-            raise ValueError("calib is empty: give at least one batch of inputs")
-        return out
-    raise ValueError(f"calib must be a tensor, a dict, an (inputs, targets) pair or an iterable of batches, not {type(calib).__name__}")
-
-
-def split_calibration(batches: list[Batch], selection_fraction: float = 0.25) -> tuple[list[Batch], list[Batch]]:
-    """Disjoint (gradient, selection) parts: the last batches, or the last samples of one batch."""
-    if len(batches) >= 2:
-        n_sel = max(1, int(round(len(batches) * selection_fraction)))
-        return batches[:-n_sel], batches[-n_sel:]
-    (x, y), = batches
-    n = size(x)
-    if n < 2:
-        raise ValueError("calibration data needs at least 2 samples: one part for gradients, one to select the rounding")
-    cut = n - max(1, int(round(n * selection_fraction)))
-    first, last = slice(0, cut), slice(cut, n)
-    return [(take(x, first), None if y is None else y[first])], [(take(x, last), None if y is None else y[last])]
-
-
-def in_chunks(batches: Iterable[Batch], most: int = 128) -> list[Batch]:
-    """The batches cut to at most ``most`` samples each: the passes are repeated many times,
-    and on a CPU a few hundred images at once run slower per image than a hundred (the
-    activations leave the cache; measured 20% on vgg-fmnist's forward and backward)."""
-    out = []
-    for x, y in batches:
-        n = size(x)
-        for i in range(0, n, most):
-            part = slice(i, min(i + most, n))
-            out.append((take(x, part), None if y is None else y[part]))
-    return out
+from ..factorise.basis import Bases
+from ..factorise.masked import MaskedModel
+from ..layers.graph import severing
+from ..util.batches import Batch, in_chunks
+from ..util.inputs import call_checked, main_output, model_device, naming_input, size, to_device
+from ..util.modes import evaluating
+from .base import Provider, register, show_count, show_iteration
 
 
 class NetworkLoss:
-    """Loss of the masked model on fixed batches; masks and gradients keyed by group name."""
+    """Loss of the masked model on fixed batches; masks and gradients keyed by group name.
+    ``graph`` (the model's, see lowrank.layers.graph) lets scores mark allocations that cut
+    the input off from the output."""
 
-    def __init__(self, table: LayerTable, problem: Problem, batches: Sequence[Batch], loss: Callable | None = None):
-        self.table, self.problem, self.batches = table, problem, in_chunks(batches)
+    def __init__(self, model: nn.Module, bases: Bases, problem: Problem, batches: Sequence[Batch],
+                 loss: Callable | None = None, graph: nx.DiGraph | None = None):
+        self.model, self.bases, self.graph = model, bases, graph
+        self.problem, self.batches = problem, in_chunks(batches)
         self.groups = {g.name: g for g in problem.groups}
         self.loss_fn = loss
         self._models: dict[tuple, Any] = {}
-        model = table.model
         self.device = model_device(model)  # masks are made here; gradients come back to the CPU as numpy
         self.references = []
         with torch.no_grad(), evaluating(model):
@@ -91,8 +54,8 @@ class NetworkLoss:
     def _masked(self, names: Sequence[str]):
         key = tuple(sorted(names))
         if key not in self._models:
-            schemes = {self.groups[n].layer: self.groups[n].option for n in names}
-            self._models[key] = self.table.masked_model(schemes, names=list(schemes))
+            chosen = {self.groups[n].layer: self.groups[n].option for n in names}
+            self._models[key] = MaskedModel(self.model, {layer: self.bases.factors(layer, s) for layer, s in chosen.items()})
         return self._models[key]
 
     def _loss(self, out, y, ref):
@@ -157,8 +120,10 @@ class NetworkLoss:
 
     def severs(self, ranks, active) -> bool:
         """Whether the allocation cuts the model's input off from its output (see graph.severing)."""
+        if self.graph is None:
+            return False
         zeroed = [g.layer or g.name for g, r, a in zip(self.problem.groups, ranks, active) if a and r == 0]
-        return bool(severing(self.table.graph, zeroed))
+        return bool(severing(self.graph, zeroed))
 
 
 def top1_misses(out: torch.Tensor, y) -> int | None:
@@ -172,12 +137,12 @@ def top1_misses(out: torch.Tensor, y) -> int | None:
 
 
 def sensitivity_samples(
-    table: LayerTable, problem: Problem, batches: Sequence[Batch], loss: Callable | None = None,
+    model: nn.Module, bases: Bases, problem: Problem, batches: Sequence[Batch], loss: Callable | None = None,
     fractions: Sequence[float] = (0, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1), progress=None,
 ) -> dict[str, tuple[list[int], list[float]]]:
     """Per group: (candidate ranks, loss with only that group truncated there). These depend
     on the layers and data, not on the budget, so a sweep measures them once per model."""
-    net = NetworkLoss(table, problem, batches, loss)
+    net = NetworkLoss(model, bases, problem, batches, loss)
     samples = {}
     layers = problem.layers
     for gi, g in enumerate(problem.groups):
@@ -194,8 +159,28 @@ def sensitivity_samples(
     return samples
 
 
-def measure_sensitivity(
-    table: LayerTable, problem: Problem, batches: Sequence[Batch], loss: Callable | None = None, progress=None,
-) -> Separable:
-    """Loss with one group truncated at each candidate rank, all other layers exact."""
-    return from_samples(problem, sensitivity_samples(table, problem, batches, loss, progress=progress), "measured loss")
+def measure_sensitivity(table, problem, batches, loss, progress):
+    """A provider's measure step: :func:`sensitivity_samples` for the table's model and bases,
+    with progress on stderr under the label ``progress`` (None: quiet)."""
+    show = show_count("sensitivity: layers measured") if progress else None
+    samples = sensitivity_samples(table.model, table.bases, problem, batches, loss, progress=show)
+    if progress:
+        print(file=sys.stderr)
+    return samples
+
+
+def _options(table, problem, measured, batches, select_batches, loss, progress):
+    """COBLA's objective and selection scorer; the sensitivity method's allocation (from the
+    measured table) joins its starts, so COBLA cannot lose to it either."""
+    sensitivity = solvers.solve(problem, method="sensitivity", objective=from_samples(problem, measured, "measured loss"))
+    options = {
+        "objective": NetworkLoss(table.model, table.bases, problem, batches, loss, table.graph).differentiable(),
+        "select": Scorer(NetworkLoss(table.model, table.bases, problem, select_batches, loss, table.graph).score_allocations),
+        "starts": {"sensitivity": sensitivity},
+    }
+    if progress:
+        options["progress"] = show_iteration(progress)
+    return options
+
+
+register(Provider(Need.NETWORK_LOSS, "sensitivity", measure_sensitivity, _options, order=0))

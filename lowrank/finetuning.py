@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .inputs import call_model, main_output, take
+from .util.inputs import call_model, main_output, take
 
 
 def evaluate(model: nn.Module, entry, limit: int | None = None) -> float:

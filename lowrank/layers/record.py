@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from .. import kinds
-from .inputs import call_checked
-from .modes import evaluating
+from ..util.inputs import call_checked
+from ..util.modes import evaluating
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The basis each layer is truncated in, as SVD factors per (layer, scheme), computed once
 and cached: the weight basis (the weight matrix's SVD; a sweep also stores these on disk)
-or the activation basis (the SVD whitened by the layer's input on calibration data)."""
+or the activation basis (the SVD whitened by the layer's input on calibration data).
+:class:`Bases` holds both for one model and says which one is in use."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -9,6 +10,8 @@ import torch
 from torch import nn
 
 from .. import kinds
+from ..util.inputs import call_checked
+from ..util.modes import evaluating
 
 BASES = ("weight", "activation")
 
@@ -102,9 +105,6 @@ def batches_key(batches) -> tuple:
 def collect_moments(model: nn.Module, layers, batches) -> dict[tuple[str, str], tuple[torch.Tensor, int]]:
     """One hooked pass over ``batches``: per (layer, scheme), the sum of v v^T over the input
     vectors v that the scheme's input side multiplies, and how many there were."""
-    from .inputs import call_checked
-    from .modes import evaluating
-
     moments: dict[tuple[str, str], list] = {}
 
     def hook(name, schemes):
@@ -118,7 +118,7 @@ def collect_moments(model: nn.Module, layers, batches) -> dict[tuple[str, str], 
 
         return fn
 
-    handles = [model.get_submodule(l.name).register_forward_hook(hook(l.name, l.scheme_objects)) for l in layers]
+    handles = [model.get_submodule(l.name).register_forward_hook(hook(l.name, l.schemes)) for l in layers]
     try:
         with torch.no_grad(), evaluating(model):
             for x, _ in batches:
@@ -141,3 +141,52 @@ def whitened_svd(weight: torch.Tensor, scheme: kinds.LayerScheme, moment: torch.
         return u, s, vh @ inv_root
     u, s, vh = torch.linalg.svd(root @ m, full_matrices=False)
     return inv_root @ u, s, vh
+
+
+class Bases:
+    """A model's layers in the basis in use (:data:`BASES`), their SVDs cached per (layer,
+    scheme): the weight basis always at hand (its SVDs are what a disk cache stores), the
+    activation basis once made from calibration batches."""
+
+    def __init__(self, model: nn.Module, layers: Mapping[str, object]):
+        """``layers``: the compressible layers by name (each with its ``schemes``)."""
+        self.model, self.layers = model, dict(layers)
+        self.weight = WeightBasis(model)
+        self.current: WeightBasis | ActivationBasis = self.weight
+
+    @property
+    def kind(self) -> str:
+        return self.current.kind
+
+    def use(self, kind: str = "weight", batches=None, ridge: float = 1e-2) -> None:
+        """Truncate in the weight basis or the data-aware one (whitened by each layer's input
+        on ``batches``, a list of (inputs, targets) pairs); made once per batches and ridge."""
+        if kind not in BASES:
+            raise ValueError(f"unknown basis {kind!r}; choose one of {', '.join(BASES)}")
+        if kind == "weight":
+            self.current = self.weight
+            return
+        if not batches:
+            raise ValueError("the activation basis needs calibration data (batches of inputs)")
+        reusable = isinstance(self.current, ActivationBasis) and self.current.key == batches_key(batches) and self.current.ridge == ridge
+        if not reusable:
+            self.current = ActivationBasis(self.model, list(self.layers.values()), batches, ridge)
+
+    def svd(self, name: str, scheme: str) -> tuple:
+        """(U, s, Vh) of the layer's matrix under ``scheme`` (a name the layer has), in the basis in use."""
+        return self.current.svd(name, self.layers[name].schemes[scheme])
+
+    def factors(self, name: str, scheme: str) -> tuple:
+        """(scheme object, U, s, Vh): what a masked or factorised layer is made of."""
+        return (self.layers[name].schemes[scheme], *self.svd(name, scheme))
+
+    def weight_svds(self, scheme_of) -> dict[str, tuple]:
+        """Every layer's weight-basis SVD under ``scheme_of(name)``: what a disk cache stores."""
+        return {n: self.weight.svd(n, l.schemes[scheme_of(n)]) for n, l in self.layers.items()}
+
+    def load_weight_svds(self, scheme_of, svds: Mapping[str, tuple]) -> None:
+        """Reuse weight-basis SVDs computed earlier (:meth:`weight_svds` of the same weights)."""
+        for name, factors in svds.items():
+            if name not in self.layers:
+                raise ValueError(f"cached SVD for {name!r}, which is not a compressible layer of this model")
+            self.weight.load(name, scheme_of(name), factors)

@@ -5,13 +5,9 @@ in the order the forward pass called them (``graph.graph["source"]`` says which)
 """
 from __future__ import annotations
 
-import operator
-
 import networkx as nx
 import torch
 from torch import nn
-
-_ADDS = {operator.add, operator.iadd, torch.add}
 
 
 def build_graph(model: nn.Module, call_order: list[str]) -> nx.DiGraph:
@@ -31,42 +27,7 @@ def build_graph(model: nn.Module, call_order: list[str]) -> nx.DiGraph:
         g.add_node(node.name, op=node.op, target=str(node.target), layer=layer)
         for src in node.all_input_nodes:
             g.add_edge(src.name, node.name)
-        if node.op == "call_function" and node.target in _ADDS or (node.op == "call_method" and node.target in ("add", "add_")):
-            g.nodes[node.name]["join"] = len(node.all_input_nodes) >= 2
     return g
-
-
-def layer_order(g: nx.DiGraph) -> list[str]:
-    """Module names in a topological (execution) order."""
-    return [g.nodes[n]["layer"] for n in nx.topological_sort(g) if g.nodes[n].get("layer")]
-
-
-def residual_joins(g: nx.DiGraph, layers: set[str] | None = None) -> dict[str, list[str]]:
-    """Each residual add -> the nearest layers (of ``layers``, default any) feeding each of its inputs."""
-    out = {}
-    for node, data in g.nodes(data=True):
-        if not data.get("join"):
-            continue
-        feeders = []
-        for src in g.predecessors(node):
-            feeders += _nearest_layers(g, src, layers)
-        out[node] = sorted(set(feeders))
-    return out
-
-
-def _nearest_layers(g: nx.DiGraph, start: str, layers: set[str] | None) -> list[str]:
-    found, stack, seen = [], [start], set()
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        layer = g.nodes[n].get("layer")
-        if layer and (layers is None or layer in layers):
-            found.append(layer)
-            continue
-        stack.extend(g.predecessors(n))
-    return found
 
 
 def severing(g: nx.DiGraph, zeroed: list[str]) -> list[str]:

@@ -9,8 +9,8 @@ from torch import nn
 from torch.func import functional_call
 
 from .. import kinds
-from .inputs import call_args, model_device, to_device
-from .modes import evaluating
+from ..util.inputs import call_args, model_device, to_device
+from ..util.modes import evaluating
 
 
 class MaskedModel(nn.Module):

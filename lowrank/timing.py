@@ -1,11 +1,11 @@
-"""Measured latency: where it is measured (:class:`LatencyTarget`), how a call is timed, the
-on-disk cache of layer timings, and the end-to-end check that a rebuilt model met its
-latency budget.
+"""Timing on a machine: where and how timings run (:class:`LatencyTarget`), calls timed in
+turn on one clock, and two models timed against each other (:func:`compare_speed`).
 
 MACs say how much arithmetic a layer does; latency says what it costs on the machine: a
 rank of 19 may run no faster than 32, and every extra thin layer pays a fixed per-call
 cost. Timings are medians of several rounds, each long enough for the clock; they are in
-microseconds per batch of ``batch`` samples.
+microseconds per batch of ``batch`` samples. The latency budget built on this lives in
+:mod:`lowrank.resources.latency`.
 """
 from __future__ import annotations
 
@@ -15,19 +15,14 @@ import platform
 import statistics
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-from .model.inputs import call_model, model_device, take, to_device
-from .model.modes import evaluating
-
-
-def _default_cache_dir() -> str:
-    return os.environ.get("LOWRANK_LATENCY_CACHE", str(Path.home() / ".cache" / "lowrank" / "latency"))
+from .util.inputs import call_model, model_device, take, to_device
+from .util.modes import evaluating
 
 
 @dataclass(frozen=True)
@@ -38,9 +33,9 @@ class LatencyTarget:
     on. ``threads``: CPU threads while timing (``torch.set_num_threads``). ``batch``: samples
     per call (the example input's first sample, repeated). ``dtype``: the layers' dtype while
     timing. ``repeats``: timed rounds, the median is kept; each round lasts ``min_seconds``.
-    ``cache_dir``: layer timings are kept there, keyed by the layer's geometry, the target and
-    the library versions (None: ``$LOWRANK_LATENCY_CACHE`` or ``~/.cache/lowrank/latency``;
-    ``""``: no disk cache).
+    ``cache_dir``: where a latency budget keeps its layer timings, keyed by the layer's
+    geometry, the target and the library versions (None: ``$LOWRANK_LATENCY_CACHE`` or
+    ``~/.cache/lowrank/latency``; ``""``: no disk cache; see lowrank.resources.latency).
     """
 
     device: str | None = None
@@ -71,33 +66,9 @@ class LatencyTarget:
         return {**{k: v for k, v in asdict(self).items() if k != "cache_dir"}, "device": str(device), "machine": machine,
                 "torch": torch.__version__, "cpus": os.cpu_count()}
 
-    @property
-    def cache_root(self) -> str:
-        return _default_cache_dir() if self.cache_dir is None else self.cache_dir
-
-
-_current = LatencyTarget()
-
-
-def current_target() -> LatencyTarget:
-    """The target latency is measured on now (default: CPU... the model's device, 1 thread, batch 64)."""
-    return _current
-
 
 @contextmanager
-def measured_on(target: LatencyTarget | None) -> Iterator[LatencyTarget]:
-    """Measure latency on ``target`` inside the block (None: leave the current one)."""
-    global _current
-    before = _current
-    _current = target or before
-    try:
-        yield _current
-    finally:
-        _current = before
-
-
-@contextmanager
-def _timing(target: LatencyTarget, device: torch.device):
+def timing(target: LatencyTarget, device: torch.device):
     threads = torch.get_num_threads()
     if device.type == "cpu":
         torch.set_num_threads(target.threads)
@@ -133,7 +104,7 @@ def _calls_per_round(fn: Callable[[], Any], device: torch.device, target: Latenc
 def interleaved_times(fns: list[Callable[[], Any]], device: torch.device, target: LatencyTarget,
                       rounds: int) -> list[list[float]]:
     """Seconds per call of each of ``fns`` in each of ``rounds`` rounds, taking turns within
-    every round (call it inside ``_timing``). A shared machine's speed drifts by a third within
+    every round (call it inside :func:`timing`). A shared machine's speed drifts by a third within
     seconds; timed in turn, all of them see the same drift, so their ratios and differences
     hold where separate timings would not."""
     counts = [_calls_per_round(fn, device, target) for fn in fns]
@@ -151,7 +122,7 @@ def interleaved_times(fns: list[Callable[[], Any]], device: torch.device, target
 def time_in_turn(fns: list[Callable[[], Any]], device: torch.device, target: LatencyTarget) -> list[float]:
     """Microseconds per call of each of ``fns``, timed in turn within each of ``target.repeats``
     rounds (medians): one clock for all of them."""
-    with _timing(target, device):
+    with timing(target, device):
         return [1e6 * statistics.median(t) for t in interleaved_times(fns, device, target, target.repeats)]
 
 
@@ -176,7 +147,7 @@ def _cast(x: Any, dtype: torch.dtype) -> Any:
 
 def model_latency(model: nn.Module, example: Any, target: LatencyTarget | None = None) -> float:
     """Microseconds per batch of the whole model (not cached: models change, layers repeat)."""
-    target = target or current_target()
+    target = target or LatencyTarget()
     device = target.resolve(model)
     timed = prepared(model, device, target)
     x = batch_of(example, target, device)
@@ -203,34 +174,22 @@ class SpeedCheck:
     noise_us: float  # robust SD of the rebuilt model's per-round times
     rounds: int
     target: LatencyTarget
-    limit_us: float | None = None  # the latency budget, re-based on the original as measured now
-    predicted_us: float | None = None  # what the plan predicted from its layer timings
 
     @property
     def speedup(self) -> float:
         return self.original_us / self.rebuilt_us
 
-    @property
-    def held(self) -> bool | None:
-        """Whether the rebuilt model met its latency limit within the measured noise."""
-        return None if self.limit_us is None else self.rebuilt_us <= self.limit_us + self.noise_us
-
     def __str__(self) -> str:
         t = self.target
         where = f"{t.device or 'model device'}, {t.threads} thread(s), batch {t.batch}, {t.dtype}"
-        s = (f"measured ({where}, {self.rounds} alternating rounds): original {self.original_us:,.0f} us, "
-             f"rebuilt {self.rebuilt_us:,.0f} us +- {self.noise_us:,.0f} us, speedup {self.speedup:.2f}x")
-        if self.predicted_us is not None:
-            s += f"; predicted {self.predicted_us:,.0f} us"
-        if self.limit_us is not None:
-            s += f"; latency limit {self.limit_us:,.0f} us: " + ("held" if self.held else "NOT held")
-        return s
+        return (f"measured ({where}, {self.rounds} alternating rounds): original {self.original_us:,.0f} us, "
+                f"rebuilt {self.rebuilt_us:,.0f} us +- {self.noise_us:,.0f} us, speedup {self.speedup:.2f}x")
 
 
 def compare_speed(original: nn.Module, rebuilt: nn.Module, example: Any, target: LatencyTarget | None = None,
                   rounds: int = 11) -> SpeedCheck:
     """Time both models alternately, round by round, so drifts in the machine hit both alike."""
-    target = target or current_target()
+    target = target or LatencyTarget()
     ta, tb = alternating_rounds(original, rebuilt, example, target, rounds)
     return SpeedCheck(*paired_estimate(ta, tb), rounds, target)
 
@@ -242,7 +201,7 @@ def alternating_rounds(original: nn.Module, rebuilt: nn.Module, example: Any, ta
     device = target.resolve(original)
     a, b = prepared(original, device, target), prepared(rebuilt, device, target)
     x = batch_of(example, target, device)
-    with _timing(target, device), evaluating(a), evaluating(b):
+    with timing(target, device), evaluating(a), evaluating(b):
         ta, tb = interleaved_times([lambda: call_model(a, x), lambda: call_model(b, x)], device, target, rounds)
     return ta, tb
 
@@ -261,14 +220,5 @@ def paired_estimate(original: list[float], rebuilt: list[float]) -> tuple[float,
     return 1e6 * base, 1e6 * base * ratio, 1e6 * base * 1.4826 * mad
 
 
-def check_latency(original: nn.Module, rebuilt: nn.Module, example: Any, budget_value: float, absolute: bool,
-                  predicted_us: float | None = None, target: LatencyTarget | None = None, rounds: int = 11) -> SpeedCheck:
-    """:func:`compare_speed` plus whether the budget held: a fraction of the original (as
-    measured now, alongside) or an absolute number of microseconds."""
-    check = compare_speed(original, rebuilt, example, target, rounds)
-    limit = budget_value if absolute else budget_value * check.original_us
-    return replace(check, limit_us=limit, predicted_us=predicted_us)
-
-
-__all__ = ["LatencyTarget", "SpeedCheck", "alternating_rounds", "check_latency", "compare_speed", "current_target", "interleaved_times",
-           "measured_on", "model_latency", "paired_estimate", "time_call", "time_in_turn"]
+__all__ = ["LatencyTarget", "SpeedCheck", "alternating_rounds", "batch_of", "compare_speed", "interleaved_times", "model_latency",
+           "paired_estimate", "prepared", "time_call", "time_in_turn", "timing"]
