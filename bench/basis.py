@@ -2,11 +2,12 @@
 
     python bench/basis.py [--models vgg-fmnist ...] [--calib 128]
 
-For each model and scheme, in a fresh process (so the peak memory is its own): collect the
-input second moments on ``--calib`` calibration images and whiten every layer's SVD; report
-the seconds, the moments' memory, the largest copy of input vectors made at once (convs
+For each model and scheme, in a fresh process (so the peak memory is its own): collect each
+layer's Gram on ``--calib`` calibration images (the input second moment, or the Gram of the
+projected inputs where the matrix's other side is the smaller) and whiten every layer's SVD;
+report the seconds, the Grams' memory, the largest copy of input vectors made at once (convs
 unfold 16 images at a time) beside what unfolding the whole batch would have taken, how many
-moments are rank-deficient (smallest eigenvalue under 1e-9 of the mean: dead ReLUs, fewer
+Grams are rank-deficient (smallest eigenvalue under 1e-9 of the mean: dead ReLUs, fewer
 vectors than dimensions; the ridge handles them), and test accuracy with ``exact`` at 50% of
 the MACs in either basis. Writes reports/basis.md and reports/basis.csv.
 """
@@ -47,7 +48,7 @@ def measure(model_name: str, scheme: str, calib: int) -> dict:
     seconds = time.perf_counter() - t0
     basis = table.basis
     deficient = 0
-    for total, n in basis.moments.values():
+    for total, n, _ in basis.moments.values():
         lam = torch.linalg.eigvalsh(total / max(n, 1))
         deficient += int(lam.min() <= 1e-9 * lam.mean().clamp_min(1e-300))
     row = {"model": model_name, "scheme": scheme, "calib_images": calib, "layers": len(table.compressible),
@@ -81,14 +82,14 @@ def _watch_input_vectors() -> list:
     def whole(cls):
         original = cls.input_moment
 
-        def input_moment(self, module, x):
-            one, rows = original(self, module, x[:1])  # one sample: its vectors' count and width
-            largest[1] = max(largest[1], rows * len(x) * one.shape[0] * 8)
-            return original(self, module, x)
+        def input_moment(self, module, x, project=None):
+            one = self.input_vectors(module, x[:1])  # one sample: its vectors' count and width
+            largest[1] = max(largest[1], one.numel() * len(x) * 8)
+            return original(self, module, x, project)
 
         cls.input_moment = input_moment
 
-    for scheme_cls in {type(s) for s in kinds._SCHEMES}:
+    for scheme_cls in {type(s) for s in kinds.schemes()}:
         wrap(scheme_cls)
         whole(scheme_cls)
     return largest
@@ -119,11 +120,13 @@ def write(rows, args):
     cmd = command(__file__)
     lines = [
         "# The data-aware (activation) basis: cost and effect", "",
-        f"Made by `{cmd}` (one torch thread, each row in a fresh process). Moments are collected on {args.calib} "
-        "calibration images in one hooked pass (convs unfold 16 images at a time); every layer's whitened SVD is then "
-        "computed. Rank-deficient: moments whose smallest eigenvalue is under 1e-9 of their mean (the ridge of 1% of the "
-        "mean eigenvalue keeps them finite). Accuracy: `exact` at 50% of the MACs on the 10,000 test images, no fine-tuning.", "",
-        "| model | scheme | layers | rank-deficient moments | seconds | moments MiB | largest slice MiB (whole batch) | exact, weight basis | exact, activation basis |",
+        f"Made by `{cmd}` (one torch thread, each row in a fresh process). Each layer's Gram is collected on {args.calib} "
+        "calibration images in one hooked pass (convs unfold 16 images at a time): the input second moment, or, where the "
+        "matrix's other side is the smaller, the Gram of the inputs projected onto the matrix; every layer's whitened "
+        "SVD is then computed. Rank-deficient: Grams whose smallest eigenvalue is under 1e-9 of their mean (the ridge of 1% "
+        "of the mean eigenvalue keeps them finite). Accuracy: `exact` at 50% of the MACs on the 10,000 test images, no "
+        "fine-tuning.", "",
+        "| model | scheme | layers | rank-deficient Grams | seconds | Grams MiB | largest slice MiB (whole batch) | exact, weight basis | exact, activation basis |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {r['model']} | {r['scheme']} | {r['layers']} | {r['rank_deficient']} of {r['moments']} | {r['seconds']} | "

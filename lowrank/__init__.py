@@ -1,5 +1,5 @@
 """lowrank: compress trained PyTorch networks by low-rank factorisation under hard budgets."""
-from solvers import InfeasibleBudgetError
+from .solvers import InfeasibleBudgetError
 
 from . import kinds, resources
 from .budget import Budget

@@ -20,10 +20,10 @@ class Budget(Mapping):
     """Upper bounds on registered resources, as a mapping resource name -> limit.
 
     ``Budget(macs=0.5, params=0.4)`` or ``Budget({"macs": 0.5})``: each limit is a fraction of
-    the original model's total (0 < f <= 1) or, when greater than 1, an absolute count.
-    ``macs_abs=`` (any ``<resource>_abs=``) gives an absolute count explicitly (needed for a
-    count of exactly 1). ``None`` means no limit. At least one bound must be given.
-    MACs are counted for one sample of the example input.
+    the original model's total, 0 < f <= 1; a value above 1 there is refused (it would read as
+    a count and keep almost nothing). An absolute amount is spelled out: ``macs_abs=2e6``
+    (any ``<resource>_abs=``), in the resource's unit (MACs per sample, parameters,
+    microseconds per batch). ``None`` means no limit. At least one bound must be given.
     """
 
     def __init__(self, limits: Mapping[str, float | None] | None = None, **kwargs: float | None):
@@ -40,9 +40,12 @@ class Budget(Mapping):
                 continue
             v = _check_number(field, value)
             if v <= 0:
-                raise ValueError(f"Budget {field}={value!r}: must be positive (a fraction in (0, 1] or a count > 1)")
+                raise ValueError(f"Budget {field}={value!r}: must be positive (a fraction in (0, 1], or {res}_abs= for an absolute amount)")
             if is_abs and v < 1:
-                raise ValueError(f"Budget {field}={value!r}: an absolute count must be at least 1")
+                raise ValueError(f"Budget {field}={value!r}: an absolute amount must be at least 1")
+            if not is_abs and v > 1:
+                raise ValueError(f"Budget {field}={value!r}: a fraction of the original must be in (0, 1]; for an absolute "
+                                 f"amount write Budget({res}_abs={value!r})")
             (absolute if is_abs else fractions)[res] = v
         both = sorted(set(fractions) & set(absolute))
         if both:
@@ -50,7 +53,7 @@ class Budget(Mapping):
         if not fractions and not absolute:
             raise ValueError("Budget: give at least one of " + ", ".join(f"{k}=" for k in known)
                              + " (or " + ", ".join(f"{k}_abs=" for k in known) + ")")
-        # one entry per limited resource, in registration order: +value = fraction/count, abs kept apart
+        # one entry per limited resource, in registration order
         self._fractions = {r: fractions[r] for r in known if r in fractions}
         self._absolute = {r: absolute[r] for r in known if r in absolute}
 
@@ -82,7 +85,17 @@ class Budget(Mapping):
         return hash((tuple(self._fractions.items()), tuple(self._absolute.items())))
 
     def is_absolute(self, res: str) -> bool:
-        return res in self._absolute or self._fractions.get(res, 0) > 1
+        return res in self._absolute
+
+    @classmethod
+    def from_stored(cls, limits: Mapping[str, float | None]) -> "Budget":
+        """From the stored form (sweep rows, run keys): resource -> limit, where a value above 1
+        is an absolute amount (no fraction is)."""
+        return cls({(r if v is None or v <= 1 or r.endswith("_abs") else f"{r}_abs"): v for r, v in limits.items()})
+
+    def stored(self) -> dict[str, float]:
+        """The stored form: resource -> the value as given (absolute amounts are above 1)."""
+        return dict(self.items())
 
     def limit(self, res: str) -> resources.Limit:
         """The limit on ``res`` as a fraction of the original or an absolute amount."""

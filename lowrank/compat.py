@@ -86,7 +86,11 @@ def _is_module(name: str) -> bool:
         return False
 
 
+_OURS = sys.modules["lowrank.solvers"]  # the solvers package lowrank uses (see lowrank.solvers)
+
 for _old, _new in MOVED.items():
+    if _old.split(".")[0] == "solvers" and sys.modules.get("solvers") is not _OURS:
+        continue  # that name is someone else's here: leave it alone
     if _old in sys.modules or _is_module(_old):  # a real module today: it gains the old names it lacks
         _module = importlib.import_module(_old)
         if not hasattr(_module, "__getattr__"):

@@ -20,6 +20,7 @@ from scipy import optimize, sparse
 from .lagrangian import Lagrangian, greedy_fill, maximise_dual
 from .objectives import Separable, separable_objective
 from .problem import Allocation, Problem
+from .quiet import native_output_silenced
 from .registry import Need, register
 
 
@@ -82,10 +83,11 @@ def branch_and_bound(problem: Problem, objective: Separable, time_limit: float, 
         cap = problem.budgets[limited] - problem.base_cost[limited]
         constraints.append(optimize.LinearConstraint(cost[:, limited].T, -np.inf, cap - 1e-7 * np.maximum(cap, 1)))
     offset = loss.min()
-    res = optimize.milp(
-        loss - offset, constraints=constraints, integrality=np.ones(loss.size), bounds=optimize.Bounds(0, 1),
-        options={"time_limit": time_limit, "mip_rel_gap": gap, "disp": False},
-    )
+    with native_output_silenced():
+        res = optimize.milp(
+            loss - offset, constraints=constraints, integrality=np.ones(loss.size), bounds=optimize.Bounds(0, 1),
+            options={"time_limit": time_limit, "mip_rel_gap": gap, "disp": False},
+        )
     if res.x is None:
         return None
     ranks, active = from_options(problem, res.x, owner)

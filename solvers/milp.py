@@ -6,6 +6,7 @@ import numpy as np
 from .exact import from_options, option_matrix
 from .objectives import separable_objective
 from .problem import Allocation, Problem
+from .quiet import native_output_silenced
 from .registry import Need, register
 
 
@@ -36,7 +37,11 @@ def milp(problem: Problem, objective=None, solver: str | None = None, time_limit
     prob = cp.Problem(cp.Minimize((loss - offset) @ x), constraints)
     solver = solver or _mip_solver()
     opts = {"time_limit": time_limit} if solver == "HIGHS" else {}
-    prob.solve(solver=solver, verbose=verbose, **opts)
+    if verbose:
+        prob.solve(solver=solver, verbose=True, **opts)
+    else:
+        with native_output_silenced():
+            prob.solve(solver=solver, verbose=False, **opts)
     if x.value is None or prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE, "user_limit"):
         raise RuntimeError(f"MILP solver {solver} returned status {prob.status!r} without a solution")
     ranks, active = from_options(problem, x.value, owner)

@@ -252,17 +252,20 @@ class Problem:
             return
         parts = []
         for i in bad:
-            name = self.resources[i]
+            name, limit = self.resources[i], self.budgets[i]
             if self.reference_cost is not None and self.reference_cost[i] > 0:
                 ref = self.reference_cost[i]
-                parts.append(
-                    f"{name} budget {self.budgets[i]:.6g} ({self.budgets[i] / ref:.4f} of the original) "
-                    f"is below the smallest achievable {lo[i]:.6g} ({lo[i] / ref:.4f} of the original: "
-                    f"every compressible layer at rank 0 plus the layers that stay dense)"
-                )
+                parts.append(f"{name} budget {_amount(limit)} ({limit / ref:.1%} of the original) is below the smallest "
+                             f"achievable {_amount(lo[i])} ({lo[i] / ref:.1%} of the original: every compressible layer at "
+                             "rank 0 plus the layers that stay dense)")
             else:
-                parts.append(f"{name} budget {self.budgets[i]:.6g} is below the smallest achievable {lo[i]:.6g}")
+                parts.append(f"{name} budget {_amount(limit)} is below the smallest achievable {_amount(lo[i])}")
         raise InfeasibleBudgetError("infeasible budget: " + "; ".join(parts) + ". Raise the budget.")
+
+
+def _amount(value: float) -> str:
+    """A cost in words: thousands separated, never in exponent notation."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
 
 
 @dataclass

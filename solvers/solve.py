@@ -2,6 +2,7 @@
 promise it keeps: the allocation it returns fits every budget."""
 from __future__ import annotations
 
+import inspect
 import time
 
 from .problem import Allocation, Problem
@@ -9,9 +10,10 @@ from .registry import method as find_method
 from .rounding import fit_measured
 
 
-def solve(problem: Problem, method: str = "uniform", **options) -> Allocation:
+def solve(problem: Problem, method: str, **options) -> Allocation:
     """Allocate ranks under the problem's budgets; the result always fits every budget."""
     fn = find_method(method).fn
+    _check_options(method, fn, options)
     problem.check_feasible()
     t0 = time.perf_counter()
     alloc = fn(problem, **options)
@@ -23,3 +25,15 @@ def solve(problem: Problem, method: str = "uniform", **options) -> Allocation:
             f"method {method!r} returned an allocation over budget: cost {alloc.cost} > budgets {problem.budgets}"
         )
     return alloc
+
+
+def _check_options(method: str, fn, options: dict) -> None:
+    """A clear error for an option the method does not take (a typo, or another method's)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    takes = [n for n, p in params.items() if n != "problem" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise ValueError(f"method {method!r} takes no option {', '.join(repr(u) for u in unknown)}; its options: "
+                         + (", ".join(takes) if takes else "none"))

@@ -108,6 +108,6 @@ def test_conv_moments_summed_over_batch_slices_equal_the_whole_batch(index):
     assert len(x) > conv2d.WINDOW_BATCH
     for scheme in schemes_for(layer).values():
         v = scheme.input_vectors(layer, x).double()
-        total, n = scheme.input_moment(layer, x)
-        assert n == v.shape[0]
+        total, n, squares = scheme.input_moment(layer, x)
+        assert n == v.shape[0] and squares == pytest.approx(float((v * v).sum()))
         torch.testing.assert_close(total, v.T @ v, rtol=1e-10, atol=1e-8)

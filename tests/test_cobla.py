@@ -76,7 +76,7 @@ def test_calibration_split_is_disjoint():
     (g1,), (s1,) = split_calibration([(torch.arange(10.0)[:, None], torch.arange(10))])
     assert set(g1[1].tolist()) | set(s1[1].tolist()) == set(range(10))
     assert not set(g1[1].tolist()) & set(s1[1].tolist())
-    with pytest.raises(ValueError, match="at least 2 samples"):
+    with pytest.raises(ValueError, match="at least 2 calibration samples"):
         split_calibration([(torch.zeros(1, 3), None)])
 
 

@@ -16,7 +16,6 @@ import networkx as nx
 import pytest
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 import lowrank
 import solvers
@@ -25,12 +24,14 @@ from lowrank.cli import build_parser
 from lowrank.resources import Check
 from lowrank.resources.measured import MeasuredResource
 
+from helpers import additive_cost
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Lowest first. A room (a package folder, or a module outside one) may import rooms on lower
 # floors only: never a room on its own floor or above. The README's Layout shows the same.
 FLOORS = [
-    ["solvers"],
+    ["solvers", "lowrank.solvers"],
     ["lowrank.util", "lowrank.version"],
     ["lowrank.kinds", "lowrank.timing", "lowrank.data", "lowrank.export", "lowrank.finetuning"],
     ["lowrank.layers", "lowrank.zoo"],
@@ -69,15 +70,17 @@ def _room(module: str) -> str:
     return "lowrank" if len(parts) == 1 else ".".join(parts[:2])
 
 
-def _imports(module: str, path: Path):
-    """(imported module, imported name or None, line) for every import of our packages."""
+def _imports(module: str, path: Path, bound: bool = False):
+    """(imported module, imported name or None, line) for every import; with ``bound``, also
+    the name the import binds in the file."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     if module.startswith("bench"):  # bench scripts import their sibling helper as a top-level module
         package = "bench"
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                yield alias.name, None, node.lineno
+                found = alias.name, None, node.lineno
+                yield (*found, alias.asname or alias.name.split(".")[0]) if bound else found
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
@@ -88,9 +91,10 @@ def _imports(module: str, path: Path):
                     target = f"bench.{target}"
             for alias in node.names:
                 if f"{target}.{alias.name}" in MODULES:  # `from . import kinds`: the module itself
-                    yield f"{target}.{alias.name}", None, node.lineno
+                    found = f"{target}.{alias.name}", None, node.lineno
                 else:
-                    yield target, alias.name, node.lineno
+                    found = target, alias.name, node.lineno
+                yield (*found, alias.asname or alias.name) if bound else found
 
 
 def _ours(module: str) -> bool:
@@ -125,13 +129,32 @@ def test_no_file_imports_itself_round_a_circle():
     assert not circles, circles
 
 
+def test_lowrank_reaches_its_solvers_only_through_its_handle():
+    """``import solvers`` would find a user's own solvers.py first (see lowrank/solvers.py)."""
+    bad = [f"{path.relative_to(ROOT)}:{line}" for module, path in MODULES.items() if module.startswith("lowrank")
+           for target, _, line in _imports(module, path) if target.split(".")[0] == "solvers"]
+    assert not bad, bad
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
 def test_no_private_name_crosses_a_module():
+    """Neither imported (``from x import _y``) nor reached through an imported module (``x._y``)."""
     bad = []
     for module, path in MODULES.items():
-        for target, name, line in _imports(module, path):
-            private = [p for p in [*target.split("."), name or ""] if p.startswith("_") and not p.startswith("__")]
-            if _ours(target) and private:
+        ours = set()  # names this file binds to our modules
+        for target, name, line, local in _imports(module, path, bound=True):
+            if not _ours(target):
+                continue
+            if any(_private(p) for p in [*target.split("."), name or ""]):
                 bad.append(f"{path.relative_to(ROOT)}:{line} imports {target} {name or ''}")
+            if name is None or f"{target}.{name}" in MODULES:
+                ours.add(local)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.value, ast.Name) and node.value.id in ours:
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} reaches {node.value.id}.{node.attr}")
     assert not bad, "\n".join(bad)
 
 
@@ -220,18 +243,7 @@ def test_a_counted_resource_is_one_class(monkeypatch):
 def nanojoules(module: nn.Module, inputs) -> float:
     """A deterministic energy meter for the test: 1 nJ per MAC, 500 nJ per call of a layer
     with weights (a factorised layer pays twice), 50 per other leaf module."""
-    calls = []
-    leaves = [m for m in module.modules() if not list(m.children())]
-    hooks = [m.register_forward_hook(lambda m, a, o: calls.append(m)) for m in leaves]
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as flops:
-            for x in inputs:
-                module(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    fixed = sum(500 if any(True for _ in m.parameters(recurse=False)) else 50 for m in calls)
-    return flops.get_total_flops() / 2 + fixed
+    return additive_cost(module, inputs, lambda m: 500 if any(True for _ in m.parameters(recurse=False)) else 50)
 
 
 class Energy(MeasuredResource):

@@ -63,7 +63,7 @@ def test_nan_and_infinite_weights_are_refused_naming_every_layer():
     with torch.no_grad():
         model[0].weight[0, 0, 0, 0] = float("nan")
         model[3].weight[1, 2] = float("inf")
-    with pytest.raises(ValueError, match=r"NaN or infinite weights in layer\(s\) '0' \(1 NaN, 0 infinite of 216\), '3' \(0 NaN, 1 infinite"):
+    with pytest.raises(ValueError, match=r"NaN or infinite values in the model's '0.weight' \(1 NaN, 0 infinite of 216\), '3.weight' \(0 NaN, 1 infinite"):
         lowrank.compress(model, torch.randn(4, 3, 12, 12), Budget(macs=0.5), method="exact")
 
 

@@ -8,6 +8,7 @@ stderr and exit status 2, not a traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from .. import resources
@@ -24,16 +25,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def in_flags(message: str, flags: set[str]) -> str:
+    """A library message in the command line's words: ``scheme='spatial'`` -> ``--scheme spatial``,
+    ``Budget(macs_abs=1.5)`` -> ``--macs-abs 1.5``, ``accept_uncounted=True`` -> ``--accept-uncounted``
+    (only where such a flag exists)."""
+    def flag(match):
+        name, value = match.group(1), match.group(2).strip("'\"")
+        option = "--" + name.replace("_", "-")
+        if option not in flags:
+            return match.group(0)
+        return option if value == "True" else f"{option} {value}"
+
+    message = re.sub(r"Budget\((\w+)=([^)]*)\)", flag, message)
+    return re.sub(r"\b(\w+)=('[^']*'|\"[^\"]*\"|[\w.+-]+)", flag, message)
+
+
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    out = set()
+    for action in parser._actions:  # argparse keeps its options there; it offers no public listing
+        out.update(o for o in action.option_strings if o.startswith("--"))
+        for sub in getattr(action, "choices", None) or {}:
+            if isinstance(action.choices, dict):
+                out |= _flags(action.choices[sub])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return args.run(args)
     except (ValueError, DatasetMissingError, FileNotFoundError) as err:  # user mistakes: one clear line
-        print(f"lowrank: error: {err}", file=sys.stderr)
+        print(f"lowrank: error: {in_flags(str(err), _flags(parser))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lowrank: interrupted (a sweep resumes where it stopped when run again)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (e.g. `lowrank zoo list | head`)
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -2,21 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import sys
+import warnings
 from pathlib import Path
 
 import torch
 
-import solvers
-
-from .. import resources
-from ..compress import compress
+from .. import resources, solvers
+from ..compress import DEFAULT_METHOD, SeveredModelWarning, compress
 from ..finetuning import finetune
 from ..kinds import DEFAULT_SCHEME
 from ..util.batches import as_batches
 from ..util.inputs import take
 from ..zoo import ZOO, get
 from . import options
-
 
 def add(sub) -> None:
     comp = sub.add_parser(
@@ -33,7 +34,7 @@ def add(sub) -> None:
     )
     comp.add_argument("--model", required=True, help="a zoo entry name or the path of a saved module")
     options.add_budget_flags(comp)
-    comp.add_argument("--method", default="cobla", choices=solvers.methods(), help="allocation method (default cobla)")
+    comp.add_argument("--method", default=DEFAULT_METHOD, choices=solvers.methods(), help=f"allocation method (default {DEFAULT_METHOD})")
     comp.add_argument("--scheme", default=DEFAULT_SCHEME, choices=options.SCHEME_CHOICES)
     comp.add_argument("--rank-multiple", type=options.rank_multiple, default="auto", metavar="K",
                       help="every factorised rank a multiple of K, chosen inside the optimisation "
@@ -51,16 +52,46 @@ def add(sub) -> None:
     comp.add_argument("--finetune-samples", type=int, default=None, help="cap on samples per fine-tuning epoch")
     comp.add_argument("--kd", type=float, default=0.0, help="distillation weight from the original (default 0)")
     comp.add_argument("--eval-samples", default="all", help="test samples for the metric, or all (default all)")
+    comp.add_argument("--keep-severed", action="store_true",
+                      help="save the model even when the plan cuts every path from its input to its output (it then "
+                      "predicts a constant; without this flag such a run saves nothing and exits with status 3)")
+    comp.add_argument("--accept-uncounted", action="store_true",
+                      help="allow a MAC budget on a model that runs operations whose MACs lowrank cannot count (the "
+                      "budget is then a share of what is counted)")
     comp.add_argument("--seed", type=int, default=0)
     comp.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     comp.add_argument("--quiet", action="store_true", help="no progress output")
     comp.set_defaults(run=_compress)
 
 
+def _read(path: Path, what: str, weights_only: bool):
+    """A torch.save file, or one line saying what is wrong with it and what to do."""
+    if not path.exists():
+        raise ValueError(f"{what} file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what} file {path} is empty: write it again with torch.save")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except ModuleNotFoundError as err:
+        raise ValueError(f"{path} holds a model whose class lives in the module {err.name!r}, which cannot be imported from "
+                         f"here ({os.getcwd()}): run lowrank in the folder that holds {err.name}.py, or put that folder "
+                         "on PYTHONPATH") from None
+    except AttributeError as err:
+        if "__main__" not in str(err):
+            raise
+        found = re.search(r"attribute '(\w+)'", str(err))
+        name = found.group(1) if found else "of"
+        raise ValueError(f"{path} holds a model whose class {name} was defined in the script that saved it (its __main__), "
+                         "so no other program can rebuild it: move the class into a module (e.g. mymodel.py beside the "
+                         "script), import it from there, save the model again, and run lowrank in that folder") from None
+    except Exception as err:  # truncated, not a torch file at all, written by something else
+        reason = str(err).split(". ")[0].strip() or type(err).__name__
+        raise ValueError(f"{what} file {path} is not a readable torch.save file ({type(err).__name__}: {reason}); it may be "
+                         "truncated or in another format: write it again with torch.save") from None
+
+
 def _load_calibration(path):
-    if not Path(path).exists():
-        raise ValueError(f"calibration file {path} does not exist")
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = _read(Path(path), "calibration", weights_only=True)
     if isinstance(data, dict) and "inputs" in data:
         return (data["inputs"], data.get("targets"))
     return data
@@ -79,8 +110,10 @@ def _model_and_data(args):
             raise ValueError(f"{args.model!r} is neither a zoo entry ({', '.join(ZOO)}) nor a file")
         if args.calib is None:
             raise ValueError("a model file needs --calib FILE: a tensor of inputs, an (inputs, targets) pair or a list of batches saved with torch.save")
+        if os.getcwd() not in sys.path:  # as `python -m` does: the model's classes may live in the user's modules here
+            sys.path.insert(0, os.getcwd())
         # A whole pickled module: only load files you trust (pickle runs code).
-        model = torch.load(path, map_location="cpu", weights_only=False)
+        model = _read(path, "model", weights_only=False)
         if not isinstance(model, torch.nn.Module):
             raise ValueError(f"{path} holds a {type(model).__name__}, not a torch.nn.Module saved with torch.save(model, path)")
         model.eval()
@@ -96,8 +129,11 @@ def _compress(args) -> int:
         raise ValueError("--export needs --out FILE: the exported files are written beside it (FILE with .onnx / .pt2)")
     budget = options.budget_of(args)
     entry, model, calib = _model_and_data(args)
-    result = compress(model, calib, budget, method=args.method, scheme=args.scheme, basis=args.basis,
-                      rank_multiple=args.rank_multiple, progress=not args.quiet, measure_on=options.settings_of(args))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SeveredModelWarning)  # said below, in this command's words
+        result = compress(model, calib, budget, method=args.method, scheme=args.scheme, basis=args.basis,
+                          rank_multiple=args.rank_multiple, progress=not args.quiet, measure_on=options.settings_of(args),
+                          accept_uncounted=args.accept_uncounted)
     print(result.plan.table())
     counted = {r: c for r, c in result.checks.items() if resources.get(r).cheap}
     print(f"independent count of the rebuilt model: {options.in_words({r: int(c.rebuilt) for r, c in counted.items()})} "
@@ -117,6 +153,11 @@ def _compress(args) -> int:
             print(f"{entry.metric} after each fine-tuning epoch: {', '.join(f'{a:.4f}' for a in history)}")
     elif args.finetune_epochs:
         raise ValueError("fine-tuning needs a zoo entry's training split; for your own model use lowrank.finetune from Python")
+    if result.severed_by and not args.keep_severed:
+        print(f"lowrank: error: the plan keeps {', '.join(result.severed_by)} at rank 0, which cuts every path from the input "
+              "to the output: the compressed model would predict a constant, so nothing was saved. Loosen the budget or try "
+              f"--scheme {'auto' if args.scheme != 'auto' else 'spatial'} (--keep-severed saves it anyway)", file=sys.stderr)
+        return 3
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,14 +30,21 @@ def names(text: str) -> list[str]:
 
 
 def joint_budget(text: str) -> dict:
-    """``macs=0.5,params=0.4`` -> {"macs": 0.5, "params": 0.4} (any registered resources)."""
+    """``macs=0.5,params=0.4`` -> {"macs": 0.5, "params": 0.4} (any registered resources;
+    ``macs_abs=N`` for an absolute amount)."""
+    keys = [*resources.names(), *(f"{r}_abs" for r in resources.names())]
     out = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
-        if key.strip() not in resources.names() or not value:
+        if key.strip() not in keys or not value:
             raise argparse.ArgumentTypeError(
-                f"a budget is RESOURCE=F pairs ({', '.join(resources.names())}), e.g. macs=0.5,params=0.4; got {text!r}")
+                f"a budget is RESOURCE=F pairs ({', '.join(resources.names())}: fractions; RESOURCE_abs=N: absolute amounts), "
+                f"e.g. macs=0.5,params=0.4; got {text!r}")
         out[key.strip()] = float(value)
+    try:
+        check_fractions({k: v for k, v in out.items() if not k.endswith("_abs")})
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return out
 
 
@@ -60,20 +67,42 @@ def samples(text: str) -> int | None:
 
 
 def add_budget_flags(parser, defaults: dict | None = None, many: bool = False) -> None:
-    """One flag per registered resource: --macs, --params, ..."""
+    """Two flags per registered resource: --macs (a fraction of the original) and --macs-abs
+    (an absolute amount), ... A sweep takes comma-separated fractions (absolute amounts go in
+    --budget macs_abs=N)."""
     for name in resources.names():
         res = resources.get(name)
         if many:
             parser.add_argument(f"--{name}", type=floats, help=f"{res.axis}s, comma-separated fractions, e.g. 0.3,0.5,0.7")
         else:
             default = (defaults or {}).get(name)
-            parser.add_argument(f"--{name}", type=float, default=default, help=f"{res.axis}: fraction (0, 1] or absolute count"
+            parser.add_argument(f"--{name}", type=float, default=default, help=f"{res.axis}: a fraction of the original, in (0, 1]"
                                 + (f" (default {default})" if default is not None else ""))
+            unit = f"{res.unit} " if res.unit else ""
+            parser.add_argument(f"--{name}-abs", type=float, default=None, dest=f"{name}_abs", metavar="N",
+                                help=f"{res.axis} as an absolute amount: at most N {unit or res.label + ' '}".rstrip())
+
+
+def check_fractions(values: dict) -> None:
+    """Refuse a fraction above 1 in the CLI's own words (it would otherwise read as a count)."""
+    for name, value in values.items():
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and v > 1:
+                raise ValueError(f"--{name} {v:g}: a fraction of the original must be in (0, 1]; for an absolute amount use "
+                                 f"--{name}-abs {v:g}" + (" (in a sweep: --budget {name}_abs={v:g})".format(name=name, v=v)
+                                                          if isinstance(value, list) else ""))
 
 
 def budget_of(args) -> Budget:
-    """The budget of a command's --macs/--params/... flags (one flag per registered resource)."""
-    return Budget({r: getattr(args, r) for r in resources.names()})
+    """The budget of a command's --macs/--macs-abs/... flags (two per registered resource)."""
+    limits = {r: getattr(args, r) for r in resources.names()}
+    check_fractions(limits)
+    absolute = {f"{r}_abs": getattr(args, f"{r}_abs", None) for r in resources.names()}
+    given = {k: v for k, v in {**limits, **absolute}.items() if v is not None}
+    if not given:
+        flags = ", ".join(f"--{r}" for r in resources.names())
+        raise ValueError(f"give a budget: {flags} (fractions of the original), or the same with -abs for absolute amounts")
+    return Budget(given)
 
 
 def add_settings_flags(parser) -> None:

@@ -7,14 +7,11 @@ import shlex
 import sys
 from pathlib import Path
 
-import solvers
-
-from .. import resources
+from .. import resources, solvers
 from ..experiment.store import ResultStore
 from ..experiment.sweep import DEFAULT_CACHE, DEFAULT_DB, SweepConfig, run_sweep
 from ..report import make_report
 from . import options
-
 
 def add(sub) -> None:
     """lowrank sweep: what to run (flags = sweep-file keys) and how; lowrank report."""
@@ -97,6 +94,7 @@ def _config(args) -> SweepConfig:
     for key in ("select_samples", "eval_samples"):  # a number, or "all"
         if getattr(args, key) is not None:
             overrides[key] = options.samples(getattr(args, key))
+    options.check_fractions({r: getattr(args, r) or [] for r in resources.names()})
     budgets = [{r: v} for r in resources.names() for v in getattr(args, r) or []] + list(args.budget or [])
     if budgets:
         overrides["budgets"] = budgets

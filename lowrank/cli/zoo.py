@@ -1,15 +1,12 @@
 """``lowrank zoo list|train`` and ``lowrank demo``: the built-in models."""
 from __future__ import annotations
 
-import solvers
-
-from .. import resources
-from ..compress import compress
+from .. import resources, solvers
+from ..compress import DEFAULT_METHOD, compress
 from ..kinds import DEFAULT_SCHEME
 from ..planning.table import LayerTable
 from ..zoo import ARCHITECTURES, ZOO, get
 from . import options
-
 
 def add(sub) -> None:
     zoo = sub.add_parser("zoo", help="list or train the built-in trained models", description="The zoo of trained models.")
@@ -32,7 +29,7 @@ def add(sub) -> None:
     )
     demo.add_argument("--model", default="lenet5", choices=sorted(ARCHITECTURES))
     options.add_budget_flags(demo, defaults={"macs": 0.5, "params": 0.4})
-    demo.add_argument("--method", default="uniform", choices=solvers.methods(), help="allocation method (default uniform)")
+    demo.add_argument("--method", default=DEFAULT_METHOD, choices=solvers.methods(), help=f"allocation method (default {DEFAULT_METHOD})")
     demo.add_argument("--scheme", default=DEFAULT_SCHEME, choices=options.SCHEME_CHOICES)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", metavar="FILE", help="also write the plan as JSON")

@@ -21,9 +21,7 @@ from typing import Any
 
 import torch
 
-import solvers
-
-from .. import needs, resources
+from .. import needs, resources, solvers
 from ..budget import Budget
 from ..compress import compress
 from ..factorise.basis import BASES
@@ -35,7 +33,6 @@ from ..util.cache import DiskCache, digest
 from ..version import __version__
 from ..zoo import get
 
-
 # Runs stored before resources were registered had exactly these budget fields in their key;
 # the key of a new resource's budget field is left out when it is unset, so stored keys hold.
 _KEY_BUDGET_FIELDS = ("budget_macs", "budget_params")
@@ -45,8 +42,8 @@ _KEY_BUDGET_FIELDS = ("budget_macs", "budget_params")
 class RunSpec:
     """Everything that determines a run's result; its hash is the run's key in the store.
 
-    ``limits``: (resource name, limit) pairs (a fraction, or a count above 1), as in
-    ``Budget``; flat, in rows, files and keys, they read ``budget_<resource>``.
+    ``limits``: (resource name, limit) pairs in ``Budget``'s stored form (a fraction, or an
+    absolute amount above 1); flat, in rows, files and keys, they read ``budget_<resource>``.
     """
 
     model: str
@@ -67,7 +64,7 @@ class RunSpec:
         limits = {r: v for r, v in dict(self.limits).items() if v is not None}
         if not limits:
             raise ValueError("a run needs a budget on at least one of " + ", ".join(resources.names()))
-        object.__setattr__(self, "limits", tuple(Budget(limits).items()))  # validates
+        object.__setattr__(self, "limits", tuple(Budget.from_stored(limits).stored().items()))  # validates
         solvers.method(self.method)  # validates
         if int(self.rank_multiple) != self.rank_multiple or self.rank_multiple < 1:
             raise ValueError(f"rank_multiple must be a positive integer, got {self.rank_multiple!r}")
@@ -106,7 +103,7 @@ class RunSpec:
 
     @property
     def budget(self) -> Budget:
-        return Budget(dict(self.limits))
+        return Budget.from_stored(dict(self.limits))
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":

@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import solvers
-
-from .. import needs, resources
+from .. import needs, resources, solvers
+from ..budget import Budget
 from ..kinds import DEFAULT_SCHEME
 from .runner import RunSpec, execute_run
 from .store import ResultStore
@@ -60,9 +59,12 @@ class SweepConfig:
         if unknown:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(solvers.methods())} or 'all'")
         known = resources.names()
+        keys = set(known) | {f"{r}_abs" for r in known}
         for b in self.budgets:
-            if not isinstance(b, dict) or not b or set(b) - set(known):
-                raise ValueError(f"a budget is a table with any of {', '.join(known)}, e.g. {{macs = 0.5}}; got {b!r}")
+            if not isinstance(b, dict) or not b or set(b) - keys:
+                raise ValueError(f"a budget is a table with any of {', '.join(known)} (fractions) or their _abs forms "
+                                 f"(absolute amounts), e.g. {{macs = 0.5}}; got {b!r}")
+            Budget(b)  # validates: a fraction above 1 is refused, not read as a count
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "SweepConfig":
@@ -121,7 +123,7 @@ class SweepConfig:
             # calibration samples only where they are used: by the method, or by the basis
             needs_data = solvers.method(method).uses_data
             spec = RunSpec(
-                model=model, method=method, limits=tuple(budget.items()), scheme=scheme, basis=basis,
+                model=model, method=method, limits=tuple(Budget(budget).stored().items()), scheme=scheme, basis=basis,
                 rank_multiple=int(multiple), seed=int(seed),
                 calib_samples=self.calib_samples if needs_data or basis != "weight" else None,
                 select_samples=self.select_samples if needs_data else None,

@@ -72,11 +72,18 @@ class ActivationBasis:
     downstream (methods, masked model, surgery) uses the factors unchanged; only the
     singular values now measure output error on the data.
 
+    Only the smaller side of the matrix is ever squared. Where the input side (d) is the
+    smaller, S (d x d) is summed and the SVD taken as above (:func:`whitened_svd`). Where the
+    other side (k) is, the inputs are projected onto the matrix as they arrive and only the
+    k x k Gram of the layer's whitened outputs is summed (:func:`projected_svd`): VGG-16's first
+    classifier layer (4,096 x 25,088) needs a 4,096-square matrix, not a 25,088-square one.
+
     S is singular when inputs are dead (ReLU zeros) or there are fewer samples than
     dimensions: S + lambda I is used, lambda = ``ridge`` x the mean eigenvalue of S, which keeps
     S^(-1/2) finite and bounds the amplification of never-excited directions by 1/sqrt(ridge).
-    Memory: one d x d float64 moment per (layer, scheme) (``peak_bytes``), plus one layer's
-    input vectors for one call while they are summed (convs unfold 16 samples at a time).
+    Memory: one float64 Gram per (layer, scheme) of the smaller side squared (``peak_bytes``),
+    plus one layer's input vectors for one call while they are summed (convs unfold 16
+    samples at a time).
     """
 
     kind = "activation"
@@ -84,17 +91,40 @@ class ActivationBasis:
     def __init__(self, model: nn.Module, layers, batches, ridge: float = 1e-2):
         self.model, self.ridge = model, ridge
         self.key = batches_key(batches)  # which calibration tensors it was made from: LayerTable.use_basis reuses it
-        self.moments = collect_moments(model, layers, batches)
-        self.peak_bytes = sum(s.numel() * s.element_size() for s, _ in self.moments.values())
+        projections = {(l.name, scheme.name): input_side_matrix(model.get_submodule(l.name).weight, scheme)
+                       for l in layers for scheme in l.schemes.values() if projects(scheme, l.weight_shape)}
+        self.moments = collect_moments(model, layers, batches, projections)
+        self.projected = set(projections)
+        self.peak_bytes = sum(s.numel() * s.element_size() for s, _, _ in self.moments.values())
         self._cache: dict[tuple[str, str], tuple] = {}
 
     def svd(self, name: str, scheme: kinds.LayerScheme) -> tuple:
         key = (name, scheme.name)
         if key not in self._cache:
             check_finite(self.model, [name])
-            total, n = self.moments[key]
-            self._cache[key] = whitened_svd(self.model.get_submodule(name).weight, scheme, total / max(n, 1), self.ridge)
+            gram, n, trace = self.moments[key]
+            weight = self.model.get_submodule(name).weight
+            if key in self.projected:
+                self._cache[key] = projected_svd(weight, scheme, gram, n, trace, self.ridge)
+            else:
+                self._cache[key] = whitened_svd(weight, scheme, gram / max(n, 1), self.ridge)
         return self._cache[key]
+
+
+def projects(scheme: kinds.LayerScheme, weight_shape) -> bool:
+    """Whether the matrix's other side is at most its input side (then the Gram of the
+    projected inputs is the smaller one to sum)."""
+    rows, cols = scheme.matrix_shape(weight_shape)
+    inputs, other = (cols, rows) if scheme.input_side == "cols" else (rows, cols)
+    return other <= inputs
+
+
+def input_side_matrix(weight: torch.Tensor, scheme: kinds.LayerScheme) -> torch.Tensor:
+    """The scheme's matrix as its input vectors meet it: d x k (M^T for a cols-input matrix);
+    float64 where small enough (see FLOAT64_MAX_ELEMENTS), else float32."""
+    m = scheme.matrix(weight.detach())
+    m = m.T if scheme.input_side == "cols" else m
+    return m.to(torch.float64 if m.numel() <= FLOAT64_MAX_ELEMENTS else torch.float32)
 
 
 def batches_key(batches) -> tuple:
@@ -102,19 +132,24 @@ def batches_key(batches) -> tuple:
     return tuple(id(x) for x, _ in batches)
 
 
-def collect_moments(model: nn.Module, layers, batches) -> dict[tuple[str, str], tuple[torch.Tensor, int]]:
+def collect_moments(model: nn.Module, layers, batches, projections=None) -> dict[tuple[str, str], tuple[torch.Tensor, int, float]]:
     """One hooked pass over ``batches``: per (layer, scheme), the sum of v v^T over the input
-    vectors v that the scheme's input side multiplies, and how many there were."""
+    vectors v that the scheme's input side multiplies (or of p p^T, p = v projected by
+    ``projections[(layer, scheme)]`` where given), how many there were, and the sum of their
+    squared norms."""
+    projections = projections or {}
     moments: dict[tuple[str, str], list] = {}
 
     def hook(name, schemes):
         def fn(module, args, out):
             x = args[0].detach()
             for scheme in schemes.values():
-                total, n = scheme.input_moment(module, x)
-                entry = moments.setdefault((name, scheme.name), [torch.zeros_like(total), 0])
+                key = (name, scheme.name)
+                total, n, trace = scheme.input_moment(module, x, projections.get(key))
+                entry = moments.setdefault(key, [torch.zeros_like(total), 0, 0.0])
                 entry[0] += total
                 entry[1] += n
+                entry[2] += trace
 
         return fn
 
@@ -126,7 +161,7 @@ def collect_moments(model: nn.Module, layers, batches) -> dict[tuple[str, str], 
     finally:
         for h in handles:
             h.remove()
-    return {k: (v[0], v[1]) for k, v in moments.items()}
+    return {k: (v[0], v[1], v[2]) for k, v in moments.items()}
 
 
 def whitened_svd(weight: torch.Tensor, scheme: kinds.LayerScheme, moment: torch.Tensor, ridge: float):
@@ -141,6 +176,30 @@ def whitened_svd(weight: torch.Tensor, scheme: kinds.LayerScheme, moment: torch.
         return u, s, vh @ inv_root
     u, s, vh = torch.linalg.svd(root @ m, full_matrices=False)
     return inv_root @ u, s, vh
+
+
+def projected_svd(weight: torch.Tensor, scheme: kinds.LayerScheme, gram: torch.Tensor, count: int, squares: float, ridge: float):
+    """The same factors as :func:`whitened_svd`, from the other side: with A the matrix seen
+    from its input side (d x k), S = sum(v v^T) / count + lambda I and K = A^T S A
+    = gram / count + lambda A^T A (k x k, ``gram`` = sum of (v A)^T (v A)), K = Q diag(s^2) Q^T
+    gives the singular values s of the whitened matrix and its k-side vectors Q; the d side is
+    A Q diag(1/s), where S^(1/2) and S^(-1/2) cancel. lambda = ``ridge`` x the mean eigenvalue of
+    S (its trace / d, from ``squares``, the sum of the inputs' squared norms). The Gram's
+    eigensolve is in float64; a matrix too big for float64 (see input_side_matrix) has its
+    products and factors in float32."""
+    a = input_side_matrix(weight, scheme)
+    d = a.shape[0]
+    lam = ridge * max(squares / max(count, 1) / d, 1e-30)
+    k = gram.to(torch.float64) / max(count, 1) + lam * (a.T @ a).to(torch.float64)
+    e, q = torch.linalg.eigh(k)
+    e, q = e.flip(0), q.flip(1)  # descending
+    s = e.clamp_min(0.0).sqrt()
+    inv = torch.where(s > s[0] * 1e-12, 1.0 / s, torch.zeros_like(s)) if s[0] > 0 else torch.zeros_like(s)
+    dtype = a.dtype  # float32 for a big matrix, as the weight basis does: its factors are as big as the weight
+    q, s, side = q.to(dtype), s.to(dtype), (a @ q.to(dtype)) * inv.to(dtype)  # side: d x k
+    if scheme.input_side == "cols":  # M = Q diag(s) (A Q diag(1/s))^T
+        return q, s, side.T
+    return side, s, q.T  # M = (A Q diag(1/s)) diag(s) Q^T
 
 
 class Bases:

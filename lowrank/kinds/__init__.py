@@ -8,8 +8,8 @@ scheme names, so a new kind (Conv1d, say) or a new scheme is one new file in thi
 that calls :func:`register` (every module here is imported, in name order).
 """
 from ..util.plugins import import_submodules
-from .base import (DEFAULT_SCHEME, LayerScheme, check_scheme, pad_mode, register, scheme_names, schemes_for, split_factors,
-                   supported)
+from .base import (DEFAULT_SCHEME, LayerScheme, check_scheme, pad_mode, register, scheme_names, schemes, schemes_for,
+                   split_factors, supported)
 
 import_submodules(__name__, __path__)  # each module registers its schemes
 from .conv2d import FactorizedConv2d  # noqa: E402
@@ -18,4 +18,4 @@ from .linear import FactorizedLinear  # noqa: E402
 SCHEMES = scheme_names()
 
 __all__ = ["DEFAULT_SCHEME", "FactorizedConv2d", "FactorizedLinear", "LayerScheme", "SCHEMES", "check_scheme", "pad_mode", "register",
-           "scheme_names", "schemes_for", "split_factors", "supported"]
+           "scheme_names", "schemes", "schemes_for", "split_factors", "supported"]

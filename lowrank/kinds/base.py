@@ -60,10 +60,15 @@ class LayerScheme:
         basis whitens by."""
         raise NotImplementedError
 
-    def input_moment(self, module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """(sum of v v^T over the input vectors v of one call on ``x``, their count), float64."""
+    def input_moment(self, module: nn.Module, x: torch.Tensor, project: torch.Tensor | None = None):
+        """(sum of p p^T, the number of input vectors, the sum of their squared norms) over the
+        input vectors v of one call on ``x``, in float64; p = v, or v @ ``project`` (the matrix
+        seen from its input side, d x k) when the other side of the matrix is the smaller."""
         v = self.input_vectors(module, x).double()
-        return v.T @ v, v.shape[0]
+        trace = float((v * v).sum())
+        if project is not None:
+            v = (v.to(project.dtype) @ project).double()
+        return v.T @ v, v.shape[0], trace
 
     # --- the factorised module -------------------------------------------------------------
     def factorized(self, dense: nn.Module, rank: int, factors) -> nn.Module:
@@ -88,6 +93,11 @@ def register(scheme: LayerScheme) -> LayerScheme:
         raise ValueError(f"scheme {type(scheme).__name__} registered twice")
     _SCHEMES.append(scheme)
     return scheme
+
+
+def schemes() -> tuple[LayerScheme, ...]:
+    """Every registered scheme object, in registration order."""
+    return tuple(_SCHEMES)
 
 
 def scheme_names() -> tuple[str, ...]:

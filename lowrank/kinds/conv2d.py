@@ -127,16 +127,16 @@ class _Conv2dScheme(LayerScheme):
     def factorized(self, dense, rank, factors):
         return FactorizedConv2d.from_dense(dense, rank, self, factors)
 
-    def input_moment(self, module, x):
+    def input_moment(self, module, x, project=None):
         """Summed over slices of the batch: a conv's unfolded windows are up to kh*kw times its
         input, so unfolding a whole calibration batch at once would multiply the peak memory."""
         if x.dim() != 4:  # unbatched: one sample
-            return super().input_moment(module, x)
-        total, n = 0, 0
+            return super().input_moment(module, x, project)
+        total, n, trace = 0, 0, 0.0
         for part in x.split(WINDOW_BATCH):
-            moment, count = super().input_moment(module, part)
-            total, n = total + moment, n + count
-        return total, n
+            moment, count, squares = super().input_moment(module, part, project)
+            total, n, trace = total + moment, n + count, trace + squares
+        return total, n, trace
 
     @staticmethod
     def _windows(module, x, kernel, stride, dilation, along_h_only=False) -> torch.Tensor:

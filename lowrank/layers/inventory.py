@@ -9,6 +9,7 @@ from torch import nn
 
 from .. import kinds
 from .record import LayerRecord
+from .unseen import priced_by_hand
 
 
 @dataclass
@@ -83,7 +84,10 @@ def dense_reason(module: nn.Module, calls: int) -> str:
         return "embedding table: lookups are not factorised"
     if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
         return "normalisation layer: per-channel scale, nothing to factorise"
-    return f"{type(module).__name__} layers are not factorised (lowrank factorises {kinds.supported()})"
+    reason = f"{type(module).__name__} layers are not factorised (lowrank factorises {kinds.supported()})"
+    if priced_by_hand(module):
+        reason += "; its MACs are counted by formula (torch's counter cannot see its fused kernel)"
+    return reason
 
 
 def select_layers(records: Sequence[LayerRecord], include: Callable[[str], bool] | None = None) -> dict[str, Layer]:

@@ -6,11 +6,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import solvers
-from solvers import Need
-
-
-
+from .. import solvers
+from ..solvers import Need
 @dataclass(frozen=True)
 class Provider:
     need: Need

@@ -19,19 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import solvers
-from solvers import Differentiable, Need, Problem
-from solvers.objectives import from_samples
-from solvers.selection import Score, Scorer
-
+from .. import solvers
 from ..factorise.basis import Bases
 from ..factorise.masked import MaskedModel
 from ..layers.graph import severing
+from ..solvers import Differentiable, Need, Problem
+from ..solvers.objectives import from_samples
+from ..solvers.selection import Score, Scorer
 from ..util.batches import Batch, in_chunks
 from ..util.inputs import call_checked, main_output, model_device, naming_input, size, to_device
 from ..util.modes import evaluating
 from .base import Provider, register, show_count, show_iteration
-
 
 class NetworkLoss:
     """Loss of the masked model on fixed batches; masks and gradients keyed by group name.

@@ -3,12 +3,10 @@ truncated at a few ranks, measured once per model and data (a sweep caches it), 
 as per-layer loss curves."""
 from __future__ import annotations
 
-from solvers import Need
-from solvers.objectives import from_samples
-
+from ..solvers import Need
+from ..solvers.objectives import from_samples
 from .base import Provider, register
 from .network_loss import measure_sensitivity
-
 
 def _options(table, problem, measured, batches, select_batches, loss, progress):
     return {"objective": from_samples(problem, measured, "measured loss")}

@@ -7,12 +7,10 @@ from dataclasses import dataclass, field
 
 from typing import Mapping
 
-from solvers import Allocation
-
 from .. import resources
 from ..layers.inventory import Layer
 from ..resources import Prices
-
+from ..solvers import Allocation
 
 @dataclass
 class PlanRow:

@@ -7,14 +7,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from solvers import Group, Problem
-
 from .. import kinds
 from ..budget import Budget
 from ..factorise.basis import Bases
 from ..layers.inventory import Layer
 from ..resources import Prices
-
+from ..solvers import Group, Problem
 
 def layer_group(layer: Layer, scheme: str, prices: Mapping[str, Prices], bases: Bases) -> Group:
     """The layer under ``scheme`` as a solver group: singular values, the cost per kept value

@@ -19,8 +19,6 @@ from typing import Any, Callable, Mapping, Sequence
 import networkx as nx
 from torch import nn
 
-from solvers import Group, Problem
-
 from .. import kinds, resources
 from ..budget import Budget
 from ..factorise.basis import Bases, check_finite
@@ -29,9 +27,9 @@ from ..layers.graph import build_graph
 from ..layers.inventory import Layer, as_predicate, select_layers
 from ..layers.record import record_layers
 from ..resources import Prices
+from ..solvers import Group, Problem
 from .problem import build_problem, layer_group
 from .summary import summary
-
 
 class LayerTable:
     """Every layer with weights, their prices per resource, the model graph, and cached SVDs.

@@ -8,9 +8,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import solvers
-
-from .. import resources
+from .. import resources, solvers
 from ..experiment.store import COLUMNS, JSON_COLUMNS
 from .labels import axis_order, axis_title, budget_axis, budget_label, method_label, pct
 from .page import Page

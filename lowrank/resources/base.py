@@ -36,6 +36,7 @@ class Prices:
     resource: str
     total: float  # the whole original model, the reference a fractional budget is taken of
     layers: Mapping[str, LayerPrice]
+    unknown: tuple[str, ...] = ()  # work the total leaves out because nobody can count it ("module: op")
 
     def base(self, factorisable: Iterable[str]) -> float:
         """The cost of everything but the ``factorisable`` layers: what no plan changes."""
@@ -122,11 +123,15 @@ class Resource:
 
     def price(self, layers, model: nn.Module, example_input: Any, settings: Any = None) -> Prices:
         """Every layer's costs (dense, and per scheme that can factorise it) and the total."""
+        return Prices(self.name, self.count(model, example_input), self.layer_prices(layers))
+
+    def layer_prices(self, layers) -> dict[str, LayerPrice]:
+        """Each layer on its own: dense, and per scheme that can factorise it."""
         out = {}
         for layer in layers:
             schemes = {s: SchemePrice(*self.rank_cost(layer, obj)) for s, obj in layer.schemes.items()}
             out[layer.name] = LayerPrice(self.dense_cost(layer), schemes)
-        return Prices(self.name, self.count(model, example_input), out)
+        return out
 
     # --- checking a rebuilt model ---------------------------------------------------------
     def check(self, original: nn.Module, rebuilt: nn.Module, example_input: Any, limit: Limit, reference: float,

@@ -1,10 +1,17 @@
 """Calibration data as a list of (inputs, targets-or-None) batches: what a user hands over
-(a tensor, an (inputs, targets) pair, a DataLoader, ...) normalised, split into a gradient
-part and a selection part, cut into chunks, or drawn from a dataset split by a seed."""
+(a tensor or numpy array, an (inputs, targets) pair, a DataLoader, a list of those)
+normalised, split into a gradient part and a selection part, cut into chunks, or drawn from
+a dataset split by a seed.
+
+The convention: a pair ``(a, b)`` is (inputs, targets). A model that takes several inputs
+gets them as a tuple or dict in the inputs' place: ``((a, b), None)``, ``[((a, b), y), ...]``
+or ``{"input_ids": ..., "attention_mask": ...}``.
+"""
 from __future__ import annotations
 
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 
 from .inputs import size, take
@@ -12,12 +19,27 @@ from .inputs import size, take
 Batch = tuple[Any, Any]  # (inputs, targets or None)
 
 
+def as_tensors(x: Any) -> Any:
+    """numpy arrays (alone, or in a tuple, list or dict) as tensors; floating ones in torch's
+    default dtype (numpy's float64 would not run through a float32 model)."""
+    if isinstance(x, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        return t.to(torch.get_default_dtype()) if t.is_floating_point() else t
+    if isinstance(x, dict):
+        return {k: as_tensors(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(as_tensors(v) for v in x)
+    return x
+
+
 def as_batches(calib: Any) -> list[Batch]:
     """Normalise calibration data to a list of (inputs, targets-or-None) batches."""
+    if isinstance(calib, np.ndarray):
+        calib = as_tensors(calib)
     if isinstance(calib, (torch.Tensor, dict)):
-        return [(calib, None)]
-    if isinstance(calib, tuple) and len(calib) == 2 and isinstance(calib[0], (torch.Tensor, dict)):
-        return [(calib[0], calib[1])]
+        return [(as_tensors(calib), None)]
+    if _is_pair(calib):
+        return [(as_tensors(calib[0]), as_tensors(calib[1]))]
     if isinstance(calib, Iterable):
         out = []
         for b in calib:
@@ -28,6 +50,17 @@ def as_batches(calib: Any) -> list[Batch]:
     raise ValueError(f"calib must be a tensor, a dict, an (inputs, targets) pair or an iterable of batches, not {type(calib).__name__}")
 
 
+def _is_pair(calib: Any) -> bool:
+    """An (inputs, targets) pair: inputs a tensor, array or dict; or a tuple of tensors (a
+    model's several inputs) with a tensor of targets or None (a tuple of two (inputs,
+    targets) batches is two batches)."""
+    if not (isinstance(calib, tuple) and len(calib) == 2):
+        return False
+    inputs, targets = calib
+    several = isinstance(inputs, (tuple, list)) and bool(inputs) and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in inputs)
+    return isinstance(inputs, (torch.Tensor, np.ndarray, dict)) or (several and (targets is None or isinstance(targets, (torch.Tensor, np.ndarray))))
+
+
 def split_calibration(batches: list[Batch], selection_fraction: float = 0.25) -> tuple[list[Batch], list[Batch]]:
     """Disjoint (gradient, selection) parts: the last batches, or the last samples of one batch."""
     if len(batches) >= 2:
@@ -36,7 +69,8 @@ def split_calibration(batches: list[Batch], selection_fraction: float = 0.25) ->
     (x, y), = batches
     n = size(x)
     if n < 2:
-        raise ValueError("calibration data needs at least 2 samples: one part for gradients, one to select the rounding")
+        raise ValueError("this method needs at least 2 calibration samples (one part to take gradients or measure on, "
+                         "one held out to choose on); give more, or a method that needs no data, e.g. method='exact'")
     cut = n - max(1, int(round(n * selection_fraction)))
     first, last = slice(0, cut), slice(cut, n)
     return [(take(x, first), None if y is None else y[first])], [(take(x, last), None if y is None else y[last])]
