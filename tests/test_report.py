@@ -74,7 +74,7 @@ def test_report_files_images_and_tables(sweep_db, tmp_path):
     with open(out / "runs.csv") as f:
         csv_rows = list(csv.DictReader(f))
     assert len(csv_rows) == len(rows) == 48
-    assert "exact (activation)" in md and "| exact |" in md  # each basis labelled apart in the tables
+    assert "exact (activation)" in md and "exact (weight)" in md  # each basis labelled apart in the tables
     assert {r["key"] for r in csv_rows} == {r["key"] for r in rows}
     as_json = json.loads((out / "runs.json").read_text())
     assert as_json == json.loads(json.dumps(rows, sort_keys=True))
@@ -124,18 +124,87 @@ def test_report_cli_and_its_errors(sweep_db, tmp_path, capsys):
     assert "run `lowrank sweep` first" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed")
-def test_report_renders_in_headless_chromium(sweep_db, tmp_path):
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const shown = [...document.images].map(i => i.getAttribute("src") + " " + i.clientWidth + " " + i.naturalWidth);
+  document.body.setAttribute("data-widths", shown.join("|"));
+});
+</script>"""
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Debian chromium not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium_with_every_image_at_full_width(sweep_db, tmp_path):
+    """A reader's browser: the page renders with plots, and no image is shrunk below 90% of
+    its own width (a 5,808-pixel-wide plot squeezed into the page is unreadable)."""
     with ResultStore(sweep_db) as store:
-        index = make_report(store.rows(sweep="rep"), tmp_path / "rep", title="test report")
+        rows = store.rows(sweep="rep")
+    index = make_report(rows, tmp_path / "rep", title="test report")
+    chromium = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400"]
     shot = tmp_path / "shot.png"
-    subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-         "--window-size=1200,2400", index.as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )
+    subprocess.run([*chromium, f"--screenshot={shot}", index.as_uri()], check=True, capture_output=True, timeout=120)
     assert shot.stat().st_size > 20_000  # a rendered page with plots, not a blank one
+    probe = index.with_name("probe.html")
+    probe.write_text(index.read_text().replace("</body>", PROBE + "</body>"))
+    dom = subprocess.run([*chromium, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    widths = dom.split('data-widths="')[1].split('"')[0].split("|")
+    assert len(widths) == 4, widths
+    for entry in widths:
+        src, shown, natural = entry.split(" ")
+        assert int(natural) > 300 and int(shown) >= 0.9 * int(natural), entry
+    # a 200-layer model under every method in both bases: 16 series, still shown whole
+    import copy
+
+    import solvers
+
+    deep = []
+    for r in rows:
+        if r["status"] == "ok" and r["seed"] == 0:
+            for method in solvers.methods():
+                d = copy.deepcopy(r)
+                d.update(method=method, key=f"{r['key']}-{method}", model="deep",
+                         full_ranks={f"blocks.{i}.conv": 64 for i in range(200)}, ranks={f"blocks.{i}.conv": (i * 7) % 65 for i in range(200)})
+                deep.append(d)
+    index = make_report(deep, tmp_path / "deep", title="deep")
+    probe = index.with_name("probe.html")
+    probe.write_text(index.read_text().replace("</body>", PROBE + "</body>"))
+    dom = subprocess.run([*chromium, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    for entry in dom.split('data-widths="')[1].split('"')[0].split("|"):
+        src, shown, natural = entry.split(" ")
+        assert int(shown) >= 0.9 * int(natural), entry
+
+
+def test_every_series_in_every_plot_is_told_apart(sweep_db, tmp_path):
+    """Colour, marker and line style together are distinct for every series of a plot, the
+    fine-tuned ones included; the method keeps its colour and marker across plots."""
+    from lowrank.report.labels import budget_axis, varying
+    from lowrank.report.plots import method_style, plot_budget_curves, plot_rank_heatmap
+
+    with ResultStore(sweep_db) as store:
+        rows = [r for r in store.rows(sweep="rep") if r["status"] == "ok"]
+    fields = varying(rows)
+    assert fields == ("basis",)
+    for axis in {budget_axis(r) for r in rows}:
+        styles = plot_budget_curves([r for r in rows if budget_axis(r) == axis], "lenet5-digits", axis, tmp_path / f"{axis}.png", fields)
+        assert len(styles) == 3 * 2 * 2  # 3 methods x 2 bases, before and after fine-tuning
+        assert len({s[1:] for s in styles}) == len(styles), styles
+        assert len({s[0] for s in styles}) == len(styles)
+    assert len({method_style(m) for m in ("exact", "milp", "cobla", "uniform", "energy", "alds", "zhang", "sensitivity")}) == 8
+    columns = plot_rank_heatmap([r for r in rows if r["seed"] == 0 and r["budget_macs"] == 0.3 and r["budget_params"] is None],
+                                "lenet5-digits", "MACs <= 30%", tmp_path / "ranks.png", fields)
+    assert len(columns) == 6
+
+
+def test_a_metric_that_falls_is_handled_as_one():
+    from lowrank.report.labels import higher_is_better
+    from lowrank.report.plots import pareto
+
+    assert higher_is_better("top-1 accuracy") and not higher_is_better("perplexity") and not higher_is_better("test loss")
+    points = [(0.3, 40.0), (0.5, 20.0), (0.4, 50.0), (0.7, 15.0)]
+    assert pareto(points, higher=False) == [(0.3, 40.0), (0.5, 20.0), (0.7, 15.0)]
+    assert pareto(points, higher=True) == [(0.3, 40.0), (0.4, 50.0)]
 
 
 def test_budget_labels_name_a_fraction_plainly_and_an_absolute_limit_in_its_unit():

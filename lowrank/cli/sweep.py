@@ -49,7 +49,7 @@ def add(sub) -> None:
     what.add_argument("--methods", type=options.names, help=f"comma-separated, or all ({', '.join(solvers.methods())})")
     what.add_argument("--seeds", type=options.ints, help="comma-separated; a seed picks the calibration samples and fine-tuning order")
     what.add_argument("--rank-multiples", type=options.ints, help="comma-separated, e.g. 1,8: ranks in multiples of each (default 1)")
-    what.add_argument("--bases", type=options.names, help="weight and/or activation (default both): the basis layers are truncated in")
+    what.add_argument("--bases", type=options.names, help="weight and/or activation (default activation): the basis layers are truncated in")
     what.add_argument("--schemes", type=options.names, help=f"{', '.join(options.SCHEME_CHOICES)} (default channel)")
     what.add_argument("--calib-samples", type=int, help="samples for gradients / sensitivity (default 128)")
     what.add_argument("--select-samples", help="samples for choosing cobla's candidate, or all (default all)")

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import traceback
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,7 @@ class LoadedModel:
     table: LayerTable
     fingerprint: str  # of the weights: cache entries are only reused for the same weights
     svds_loaded: set
+    samples: dict = field(default_factory=dict)  # (split part, n, seed) -> batches, shared by the worker's runs
 
 
 _LOADED: dict[str, LoadedModel] = {}
@@ -174,6 +175,15 @@ def load_model(name: str) -> LoadedModel:
         table = LayerTable(model, entry.example_input(), include=entry.include)
         _LOADED[name] = LoadedModel(entry, model, table, weights_fingerprint(entry, model), set())
     return _LOADED[name]
+
+
+def _samples(loaded: LoadedModel, part: str, n: int | None, seed: int):
+    """The same calibration or selection batches (the same tensors) for every run of a model
+    and seed in this worker: a data-aware basis made from them is then made once."""
+    key = (part, n, seed)
+    if key not in loaded.samples:
+        loaded.samples[key] = sample_batches(getattr(loaded.entry.splits, part), n, seed)
+    return loaded.samples[key]
 
 
 def _ensure_svds(loaded: LoadedModel, scheme: str, cache: DiskCache) -> None:
@@ -211,13 +221,14 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
         "metric", {"weights": loaded.fingerprint, "dataset": entry.dataset, "eval_samples": run.eval_samples},
         lambda: float(entry.evaluate(model, limit=run.eval_samples)),
     )
+    out["metric_chance"] = entry.chance(run.eval_samples)
     n_test = len(entry.splits.test[1])
     out["eval_samples"] = n_test if run.eval_samples is None else min(run.eval_samples, n_test)
     method = solvers.method(run.method)
     selection = measured = None
     if run.uses_data:
-        calib = sample_batches(entry.splits.calib, run.calib_samples, run.seed)
-        selection = sample_batches(entry.splits.select, run.select_samples, run.seed) if method.uses_data else None
+        calib = _samples(loaded, "calib", run.calib_samples, run.seed)
+        selection = _samples(loaded, "select", run.select_samples, run.seed) if method.uses_data else None
     else:
         calib = [(entry.example_input(), None)]  # data-free methods only need the input shape
     table.use_basis(run.basis, calib)  # compress sees the same batches and keeps this basis
@@ -233,7 +244,11 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
                       measured=measured, basis=run.basis, rank_multiple=run.rank_multiple)
     out["solver_seconds"] = float(result.allocation.info.get("solve_seconds", 0.0))
     out.update(_costs(result))
-    out["metric_before"] = float(entry.evaluate(result.model, limit=run.eval_samples))
+    # runs that reach the same plan in the same basis have the same model: it is evaluated once
+    plan = {"weights": loaded.fingerprint, "dataset": entry.dataset, "eval_samples": run.eval_samples, "basis": run.basis,
+            "calib": [run.seed, run.calib_samples] if run.basis != "weight" else None,
+            "ranks": out["ranks"], "schemes": out["schemes"]}
+    out["metric_before"] = cache.get("plan_metric", plan, lambda: float(entry.evaluate(result.model, limit=run.eval_samples)))
     if run.finetune_epochs > 0:
         recipe = dict(epochs=run.finetune_epochs, kd=run.kd, samples_per_epoch=run.finetune_samples, seed=run.seed,
                       progress=False, eval_limit=run.eval_samples)

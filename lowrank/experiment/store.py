@@ -39,6 +39,7 @@ COLUMNS = {
     **_resource_columns(),
     "fits": "INTEGER",
     "metric_original": "REAL", "metric_before": "REAL", "metric_after": "REAL",
+    "metric_chance": "REAL",  # the best constant prediction's metric: the floor a wrecked model falls to
     "metric_original_finetuned": "REAL",  # the control: the original fine-tuned by the same recipe
     "solver_seconds": "REAL", "total_seconds": "REAL",
     "ranks": "TEXT", "schemes": "TEXT", "full_ranks": "TEXT", "finetune_history": "TEXT",

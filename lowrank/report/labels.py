@@ -36,13 +36,40 @@ def axis_order(axis: str) -> tuple:
     return (len(axis_resources(axis)), [names.index(r) for r in axis_resources(axis)])
 
 
-def method_label(row: dict) -> str:
-    """``cobla``, ``cobla (activation)`` for a run in the data-aware basis, ``cobla (ranks x8)``
-    for ranks in multiples of 8."""
-    basis = row.get("basis") or "weight"
-    multiple = row.get("rank_multiple") or 1
-    notes = ([basis] if basis != "weight" else []) + ([f"ranks x{multiple}"] if multiple != 1 else [])
+# What a run's series is told apart by, besides its method: the basis, the scheme, the rank multiple.
+VARIANT_FIELDS = ("basis", "scheme", "rank_multiple")
+_DEFAULTS = {"basis": "weight", "rank_multiple": 1}
+
+
+def _value(row: dict, field: str):
+    return row.get(field) if row.get(field) is not None else _DEFAULTS.get(field)
+
+
+def varying(rows: list[dict]) -> tuple[str, ...]:
+    """The variant fields that take more than one value in ``rows`` (only those need saying)."""
+    return tuple(f for f in VARIANT_FIELDS if len({_value(r, f) for r in rows}) > 1)
+
+
+def variant(row: dict, fields: tuple[str, ...]) -> tuple:
+    return tuple(_value(row, f) for f in fields)
+
+
+def method_label(row: dict, fields: tuple[str, ...] | None = None) -> str:
+    """``cobla``; with ``fields`` (see :func:`varying`) the run's values of them, e.g.
+    ``cobla (activation, spatial)`` or ``cobla (ranks x8)``. Without ``fields``: the basis
+    and the rank multiple where they are not the weight basis and 1."""
+    if fields is None:
+        fields = tuple(f for f in ("basis", "rank_multiple") if _value(row, f) != _DEFAULTS[f])
+    notes = [f"ranks x{_value(row, f)}" if f == "rank_multiple" else str(_value(row, f)) for f in fields]
     return f"{row['method']} ({', '.join(notes)})" if notes else row["method"]
+
+
+LOWER_IS_BETTER = ("perplexity", "loss", "error")  # words in a metric's name that mean less is better
+
+
+def higher_is_better(metric_name: str) -> bool:
+    """Accuracy-like metrics rise with quality; perplexity, losses and error rates fall."""
+    return not any(word in metric_name.lower() for word in LOWER_IS_BETTER)
 
 
 def budget_label(row: dict) -> str:

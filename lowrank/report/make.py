@@ -10,9 +10,10 @@ from pathlib import Path
 
 from .. import resources, solvers
 from ..experiment.store import COLUMNS, JSON_COLUMNS
-from .labels import axis_order, axis_title, budget_axis, budget_label, method_label, pct
+from .labels import axis_order, axis_title, budget_axis, budget_label, higher_is_better, method_label, pct, varying
 from .page import Page
-from .plots import plot_budget_curves, plot_rank_allocation
+from .plots import plot_budget_curves, plot_rank_heatmap
+
 
 def write_runs(rows: list[dict], out: Path) -> None:
     (out / "runs.json").write_text(json.dumps(rows, indent=1) + "\n")
@@ -31,11 +32,12 @@ def make_report(rows: list[dict], out: str | Path, title: str, config: dict | No
         old.unlink()
     write_runs(rows, out)
     ok = [r for r in rows if r["status"] == "ok"]
+    fields = varying(ok)  # basis, scheme, rank multiple: named in labels only where they vary
     page = Page(title)
     _overview(page, rows, ok, config, command)
     for model in dict.fromkeys(r["model"] for r in ok):
-        _model_section(page, [r for r in ok if r["model"] == model], model, out)
-    _every_run(page, rows)
+        _model_section(page, [r for r in ok if r["model"] == model], model, out, fields)
+    _every_run(page, rows, fields)
     (out / "index.md").write_text(page.markdown())
     (out / "index.html").write_text(page.html())
     return out / "index.html"
@@ -60,7 +62,7 @@ def _overview(page: Page, rows: list[dict], ok: list[dict], config: dict | None,
         data_methods = [m for m in solvers.methods() if solvers.method(m).uses_data]
         rd = next((r for r in ok if r["method"] in data_methods), None)
         page.bullets([
-            f"metric: {r0['metric_name']} on the first {r0['eval_samples']} test samples of each dataset (compression never sees them)",
+            f"metric: {r0['metric_name']} on the first {r0['eval_samples']:,} test samples of each dataset (compression never sees them)",
             (f"calibration ({', '.join(data_methods)}): {rd['calib_samples'] or 'all'} samples for gradients / sensitivity, "
              f"{rd['select_samples'] or 'all'} for choosing a rounding, drawn by seed from splits disjoint from test; the other "
              "methods use no data") if rd else "calibration: none (only data-free methods)",
@@ -73,27 +75,33 @@ def _overview(page: Page, rows: list[dict], ok: list[dict], config: dict | None,
         page.text("Sweep settings: " + json.dumps(config, sort_keys=True))
 
 
-def _model_section(page: Page, mrows: list[dict], model: str, out: Path) -> None:
-    """Per model: the original's costs, a budget curve per budget axis, ranks at the middle budget."""
+def _model_section(page: Page, mrows: list[dict], model: str, out: Path, fields: tuple) -> None:
+    """Per model: the original's costs and metric with its references (chance, the control),
+    a plot of the metric against the cost reached per budget axis, ranks per layer at the
+    middle budget, and the best method per budget, scheme and basis."""
     page.heading(model)
     shown = [r for r in resources.names() if mrows[0].get(f"original_{r}") is not None]
+    chance = [r["metric_chance"] for r in mrows if r.get("metric_chance") is not None]
     page.text("Original: " + ", ".join(resources.get(r).amount(mrows[0][f"original_{r}"]) for r in shown)
-              + f", {mrows[0]['metric_name']} {mrows[0]['metric_original']:.4f}." + _control_text(mrows))
+              + f", {mrows[0]['metric_name']} {mrows[0]['metric_original']:.4f}"
+              + (f" (a constant prediction scores {chance[0]:.4f})" if chance else "") + "." + _control_text(mrows))
     axes = sorted({budget_axis(r) for r in mrows}, key=axis_order)
     for axis in axes:
         arows = [r for r in mrows if budget_axis(r) == axis]
         name = f"plots/{_slug(model)}-{_slug(axis)}.png"
-        plot_budget_curves(arows, model, axis, out / name)
-        page.image(name, f"{model}: {arows[0]['metric_name']} vs {axis_title(axis)}")
+        plot_budget_curves(arows, model, axis, out / name, fields)
+        page.image(name, f"{model}: {arows[0]['metric_name']} against the {resources.get(axis.split('+')[0]).label} each run "
+                         f"reached under a {axis_title(axis)}; grey band: the Pareto front; coinciding points spread sideways")
     # rank allocations at the middle budget of the main axis, first seed
     labels = sorted({budget_label(r) for r in mrows if budget_axis(r) == axes[0]})
     mid = labels[len(labels) // 2]
     seed = min(r["seed"] for r in mrows)
     chosen = [r for r in mrows if budget_label(r) == mid and r["seed"] == seed]
     name = f"plots/{_slug(model)}-ranks.png"
-    plot_rank_allocation(chosen, model, mid, out / name)
-    page.image(name, f"{model}: rank per layer at {mid} (seed {seed})")
-    page.table(["budget", "best method", "metric", "runner-up", "metric "], _best_per_budget(mrows))
+    plot_rank_heatmap(chosen, model, mid, out / name, fields)
+    page.image(name, f"{model}: kept rank per layer at {mid} (seed {seed})")
+    header, table = _best_per_budget(mrows, fields)
+    page.table(header, table)
 
 
 def _control_text(rows: list[dict]) -> str:
@@ -104,13 +112,14 @@ def _control_text(rows: list[dict]) -> str:
                    + f"), the control for fine-tuned numbers: {m:.4f}." for e, kd, m in controls)
 
 
-def _every_run(page: Page, rows: list[dict]) -> None:
+def _every_run(page: Page, rows: list[dict], fields: tuple) -> None:
     shown = [r for r in resources.names() if any(row.get(f"{r}_fraction") is not None for row in rows)]
     page.heading("Every run")
     page.table(
-        ["model", "budget", "method", "scheme", "seed", *(f"{resources.get(r).label} %" for r in shown), "fits", "metric",
+        ["model", "budget", "method", "scheme", "basis", "seed", *(f"{resources.get(r).label} %" for r in shown), "fits", "metric",
          "fine-tuned", "original fine-tuned", "solver s", "total s", "status"],
-        [[r["model"], budget_label(r), method_label(r), r["scheme"], r["seed"], *(pct(r.get(f"{x}_fraction")) for x in shown),
+        [[r["model"], budget_label(r), method_label(r, fields), r["scheme"], r.get("basis") or "weight", r["seed"],
+          *(pct(r.get(f"{x}_fraction")) for x in shown),
           {1: "yes", 0: "NO", None: ""}[r["fits"]], "" if r["metric_before"] is None else f"{r['metric_before']:.4f}",
           "" if r["metric_after"] is None else f"{r['metric_after']:.4f}",
           "" if r.get("metric_original_finetuned") is None else f"{r['metric_original_finetuned']:.4f}", "" if r["solver_seconds"] is None else f"{r['solver_seconds']:.2f}",
@@ -120,16 +129,43 @@ def _every_run(page: Page, rows: list[dict]) -> None:
     page.text("All columns, per-layer ranks included: runs.csv and runs.json beside this page.")
 
 
-def _best_per_budget(rows: list[dict]) -> list[list]:
-    groups = defaultdict(lambda: defaultdict(list))
+def _best_per_budget(rows: list[dict], fields: tuple) -> tuple[list[str], list[list]]:
+    """Per budget, scheme and basis (never averaged across them): the best method and the
+    runner-up right after compression (means over seeds), and where the sweep fine-tuned, the
+    best after fine-tuning beside the control (the original fine-tuned the same way)."""
+    higher = higher_is_better(rows[0]["metric_name"])
+    groups = defaultdict(lambda: defaultdict(lambda: {"before": [], "after": []}))
     for r in rows:
-        groups[budget_label(r)][method_label(r)].append(r["metric_after"] if r.get("metric_after") is not None else r["metric_before"])
+        key = (budget_label(r), r["scheme"], r.get("basis") or "weight")
+        entry = groups[key][method_label(r, tuple(f for f in fields if f == "rank_multiple"))]
+        entry["before"].append(r["metric_before"])
+        if r.get("metric_after") is not None:
+            entry["after"].append(r["metric_after"])
+    tuned = any(r.get("metric_after") is not None for r in rows)
+    controls = {}
+    for r in rows:
+        if r.get("metric_original_finetuned") is not None:
+            controls.setdefault((budget_label(r), r["scheme"], r.get("basis") or "weight"), []).append(r["metric_original_finetuned"])
+
+    def ranked(when, methods):
+        scored = [(statistics.fmean(v[when]), m) for m, v in methods.items() if v[when]]
+        return sorted(scored, key=lambda sm: -sm[0] if higher else sm[0])
+
+    header = ["budget", "scheme", "basis", "best method", "metric", "runner-up", "metric "]
+    if tuned:
+        header += ["best fine-tuned", "fine-tuned", "control (original fine-tuned)"]
     out = []
-    for label in sorted(groups):
-        ranked = sorted(((statistics.fmean(v), m) for m, v in groups[label].items()), reverse=True)
-        best, second = ranked[0], ranked[1] if len(ranked) > 1 else (None, "")
-        out.append([label, best[1], f"{best[0]:.4f}", second[1], "" if second[0] is None else f"{second[0]:.4f}"])
-    return out
+    for key in sorted(groups):
+        before = ranked("before", groups[key])
+        second = before[1] if len(before) > 1 else (None, "")
+        line = [*key, before[0][1], f"{before[0][0]:.4f}", second[1], "" if second[0] is None else f"{second[0]:.4f}"]
+        if tuned:
+            after = ranked("after", groups[key])
+            control = controls.get(key)
+            line += [after[0][1] if after else "", f"{after[0][0]:.4f}" if after else "",
+                     f"{statistics.fmean(control):.4f}" if control else ""]
+        out.append(line)
+    return header, out
 
 
 def _slug(s: str) -> str:

@@ -78,6 +78,12 @@ class ZooEntry:
             x, y = take(x, slice(0, limit)), y[:limit]
         return accuracy(model, x, y)
 
+    def chance(self, limit: int | None = None) -> float:
+        """The metric of the best constant prediction on the same test samples (the most common
+        class): where a wrecked model lands, drawn beside the results."""
+        y = self.splits.test[1][:limit]
+        return float(torch.bincount(y).max()) / len(y)
+
     def train(self, device: str = "cpu", progress: bool = True, out: Path | None = None) -> tuple[nn.Module, list[float], str]:
         """Train from the recorded seed; save the weights; return (model, accuracy per epoch, sha256)."""
         from .train import fit
