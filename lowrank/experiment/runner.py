@@ -132,13 +132,15 @@ def versions() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def git_revision() -> str:
-    """The source tree's commit (with ``-dirty`` if it has uncommitted changes), or ``unknown``."""
+    """The source tree's commit (with ``-dirty`` if its code has uncommitted changes), or ``unknown``."""
     root = Path(__file__).resolve().parent.parent
     try:
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if rev.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        # reports/ holds what sweeps write: re-made reports do not make the code dirty
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"],
+                               capture_output=True, text=True, timeout=10)
         return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
