@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .util.inputs import call_model, main_output, take
+from .util.inputs import call_model, class_loss, main_output, take
 
 
 def evaluate(model: nn.Module, entry, limit: int | None = None) -> float:
@@ -18,7 +18,7 @@ def evaluate(model: nn.Module, entry, limit: int | None = None) -> float:
 
 def distillation_loss(student_logits, teacher_logits, targets, kd: float, temperature: float):
     """(1 - kd) * cross-entropy + kd * T^2 * KL(teacher || student) on softened outputs."""
-    task = F.cross_entropy(student_logits, targets)
+    task = class_loss(student_logits, targets)
     if kd <= 0:
         return task
     soft = F.kl_div(
@@ -69,9 +69,9 @@ def finetune(
             if teacher is not None and kd > 0:
                 with torch.no_grad():
                     t_out = call_model(teacher, xb)
-                loss = distillation_loss(out, t_out, yb, kd, temperature)
+                loss = distillation_loss(main_output(out), main_output(t_out), yb, kd, temperature)
             else:
-                loss = F.cross_entropy(out, yb)
+                loss = class_loss(main_output(out), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -251,6 +251,9 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
             "calib": [run.seed, run.calib_samples] if run.basis != "weight" else None,
             "ranks": out["ranks"], "schemes": out["schemes"]}
     out["metric_before"] = cache.get("plan_metric", plan, lambda: float(entry.evaluate(result.model, limit=run.eval_samples)))
+    if entry.sampler is not None:  # a language model: what it writes, beside the original's
+        out["sample_text"] = entry.sampler(result.model)
+        out["original_sample_text"] = cache.get("sample_text", {"weights": loaded.fingerprint}, lambda: entry.sampler(model))
     if run.finetune_epochs > 0:
         recipe = dict(epochs=run.finetune_epochs, kd=run.kd, samples_per_epoch=run.finetune_samples, seed=run.seed,
                       progress=False, eval_limit=run.eval_samples)

@@ -40,6 +40,7 @@ COLUMNS = {
     "fits": "INTEGER",
     "metric_original": "REAL", "metric_before": "REAL", "metric_after": "REAL",
     "metric_chance": "REAL",  # the best constant prediction's metric: the floor a wrecked model falls to
+    "sample_text": "TEXT", "original_sample_text": "TEXT",  # what a language model writes from one prompt
     "metric_original_finetuned": "REAL",  # the control: the original fine-tuned by the same recipe
     "solver_seconds": "REAL", "total_seconds": "REAL",
     "ranks": "TEXT", "schemes": "TEXT", "full_ranks": "TEXT", "finetune_history": "TEXT",

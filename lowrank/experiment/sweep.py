@@ -17,7 +17,9 @@ from typing import Any
 
 from .. import needs, resources, solvers
 from ..budget import Budget
+from ..data import check_available
 from ..kinds import DEFAULT_SCHEME
+from ..zoo import get
 from .runner import RunSpec, execute_run
 from .store import ResultStore
 
@@ -42,11 +44,14 @@ class SweepConfig:
     schemes: list[str] = field(default_factory=lambda: [DEFAULT_SCHEME])
     bases: list[str] = field(default_factory=lambda: list(DEFAULT_BASES))
     rank_multiples: list[int] = field(default_factory=lambda: [1])
-    calib_samples: int = 128
-    # Whole splits (None) by default: cobla's choice among its candidates and the reported
-    # metric are only as sharp as these samples (at 90% accuracy, 2,000 test samples leave a
-    # standard error of 0.7 points, wider than the gaps between the best methods).
-    select_samples: int | None = None
+    # "auto": each model's own (ZooEntry.calib_samples / select_samples): 128 calibration
+    # images and the whole selection split for the CNNs, a few token windows for the language
+    # model, whose every pass costs seconds. Whole selection splits by default: cobla's choice
+    # among its candidates and the reported metric are only as sharp as these samples (at 90%
+    # accuracy, 2,000 test samples leave a standard error of 0.7 points, wider than the gaps
+    # between the best methods).
+    calib_samples: int | None | str = "auto"
+    select_samples: int | None | str = "auto"
     eval_samples: int | None = None
     finetune_epochs: int = 0
     finetune_samples: int | None = None
@@ -124,22 +129,26 @@ class SweepConfig:
         ):
             # calibration samples only where they are used: by the method, or by the basis
             needs_data = solvers.method(method).uses_data
+            calib, select = self.samples(model)
             spec = RunSpec(
                 model=model, method=method, limits=tuple(Budget(budget).stored().items()), scheme=scheme, basis=basis,
                 rank_multiple=int(multiple), seed=int(seed),
-                calib_samples=self.calib_samples if needs_data or basis != "weight" else None,
-                select_samples=self.select_samples if needs_data else None,
+                calib_samples=calib if needs_data or basis != "weight" else None,
+                select_samples=select if needs_data else None,
                 eval_samples=self.eval_samples, finetune_epochs=self.finetune_epochs,
                 finetune_samples=self.finetune_samples, kd=self.kd,
             )
             specs.setdefault(spec.key, spec)
         return list(specs.values())
 
+    def samples(self, model: str) -> tuple[int | None, int | None]:
+        """(calibration, selection) samples a run of ``model`` draws ("auto": the model's own)."""
+        entry = get(model)
+        return (entry.calib_samples if self.calib_samples == "auto" else self.calib_samples,
+                entry.select_samples if self.select_samples == "auto" else self.select_samples)
+
     def check_models(self) -> None:
         """Fail before any work if a model is unknown, has no weights or lacks its dataset."""
-        from ..data import check_available
-        from ..zoo import get
-
         for name in self.models:
             entry = get(name)
             if not entry.has_weights:
@@ -147,11 +156,12 @@ class SweepConfig:
             if entry.splits_fn is None:
                 check_available(entry.dataset)
             sizes = entry.splits.sizes()
+            calib, select = self.samples(name)
             wanted = {}  # eval_samples is a cap: small test sets are evaluated whole
             if any(solvers.method(m).uses_data for m in self.methods):
-                wanted.update(calib=self.calib_samples, select=self.select_samples)
+                wanted.update(calib=calib, select=select)
             elif any(b != "weight" for b in self.bases):
-                wanted.update(calib=self.calib_samples)
+                wanted.update(calib=calib)
             for part, n in wanted.items():
                 if n is not None and n > sizes[part]:
                     setting = {"calib": "calib_samples", "select": "select_samples"}[part]

@@ -9,6 +9,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .. import kinds
+from .basis import FLOAT64_MAX_ELEMENTS
 from ..util.inputs import call_args, model_device, to_device
 from ..util.modes import evaluating
 
@@ -24,13 +25,18 @@ class MaskedModel(nn.Module):
     def __init__(self, model: nn.Module, factors: Mapping[str, tuple]):
         super().__init__()
         self.model = model
+        self.shapes = {name: model.get_submodule(name).weight.shape for name in factors}
+        self.dtypes = {name: model.get_submodule(name).weight.dtype for name in factors}
+        # The weights are rebuilt from their factors at every pass (and back through them):
+        # in float64 while that is cheap, in the weights' own dtype for big models (a language
+        # model's 210 layers would spend most of each pass on float64 products).
+        big = sum(torch.Size(shape).numel() for shape in self.shapes.values()) > FLOAT64_MAX_ELEMENTS
         self.factors = {}
         for name, (scheme, u, s, vh) in factors.items():
             if isinstance(scheme, str):
                 scheme = kinds.schemes_for(model.get_submodule(name))[scheme]
-            self.factors[name] = (scheme, u, s, vh)
-        self.shapes = {name: model.get_submodule(name).weight.shape for name in self.factors}
-        self.dtypes = {name: model.get_submodule(name).weight.dtype for name in self.factors}
+            dtype = self.dtypes[name] if big and self.dtypes[name].is_floating_point else u.dtype
+            self.factors[name] = (scheme, u.to(dtype), s.to(dtype), vh.to(dtype))
 
     def full_masks(self, requires_grad: bool = True) -> dict[str, torch.Tensor]:
         """All-ones masks (the original model), ready for autograd."""

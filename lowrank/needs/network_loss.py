@@ -27,7 +27,7 @@ from ..solvers import Differentiable, Need, Problem
 from ..solvers.objectives import from_samples
 from ..solvers.selection import Score, Scorer
 from ..util.batches import Batch, in_chunks
-from ..util.inputs import call_checked, main_output, model_device, naming_input, size, to_device
+from ..util.inputs import call_checked, class_loss, main_output, model_device, naming_input, size, take, to_device
 from ..util.modes import evaluating
 from .base import Provider, register, show_count, show_iteration
 
@@ -61,7 +61,7 @@ class NetworkLoss:
             return self.loss_fn(out, to_device(y, self.device) if y is not None else ref)
         out = main_output(out)
         if y is not None:
-            return F.cross_entropy(out, y.to(out.device))
+            return class_loss(out, y)
         return F.mse_loss(out, ref)
 
     def evaluate(self, masks: dict[str, np.ndarray], grad: bool = True, errors: bool = False):
@@ -134,23 +134,33 @@ def top1_misses(out: torch.Tensor, y) -> int | None:
     return int((out.argmax(1).cpu() != y.cpu()).sum())
 
 
+# A problem with more groups than this is measured coarsely: at a quarter, half and three
+# quarters of each layer's rank and on its first two calibration samples (a language model's
+# 210 layers at ten ranks each would be 2,100 passes).
+COARSE_FROM = 64
+COARSE_FRACTIONS = (0, 1 / 4, 1 / 2, 3 / 4, 1)
+
+
 def sensitivity_samples(
     model: nn.Module, bases: Bases, problem: Problem, batches: Sequence[Batch], loss: Callable | None = None,
-    fractions: Sequence[float] = (0, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1), progress=None,
+    fractions: Sequence[float] | None = None, progress=None,
 ) -> dict[str, tuple[list[int], list[float]]]:
-    """Per group: (candidate ranks, loss with only that group truncated there). These depend
-    on the layers and data, not on the budget, so a sweep measures them once per model."""
+    """Per group: (candidate ranks, loss with only that group truncated there, every other
+    layer as it is). These depend on the layers and data, not on the budget, so a sweep
+    measures them once per model. ``fractions`` of each group's rank (default: ten, or
+    :data:`COARSE_FRACTIONS` on the first two samples for problems of over
+    :data:`COARSE_FROM` groups)."""
+    if fractions is None:
+        coarse = len(problem.groups) > COARSE_FROM
+        fractions = COARSE_FRACTIONS if coarse else (0, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1)
+        if coarse:
+            batches = [(take(x, slice(0, 2)), None if y is None else y[:2]) for x, y in batches[:1]]
     net = NetworkLoss(model, bases, problem, batches, loss)
+    full = net.evaluate({}, grad=False)[0]  # every layer at full rank: the original
     samples = {}
-    layers = problem.layers
     for gi, g in enumerate(problem.groups):
-        # the other layers at full rank, in their first alternative
-        others = {problem.groups[idx[0]].name: np.ones(problem.groups[idx[0]].full_rank) for layer, idx in layers.items() if layer != g.layer}
         ranks = sorted({int(round(f * g.full_rank)) for f in fractions} | {0, g.full_rank})
-        losses = []
-        for r in ranks:
-            m = g.prefix_mask(r)
-            losses.append(net.evaluate({**others, g.name: m}, grad=False)[0])
+        losses = [full if r == g.full_rank else net.evaluate({g.name: g.prefix_mask(r)}, grad=False)[0] for r in ranks]
         samples[g.name] = (ranks, losses)
         if progress:
             progress(gi + 1, len(problem.groups))

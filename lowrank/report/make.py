@@ -102,6 +102,21 @@ def _model_section(page: Page, mrows: list[dict], model: str, out: Path, fields:
     page.image(name, f"{model}: kept rank per layer at {mid} (seed {seed})")
     header, table = _best_per_budget(mrows, fields)
     page.table(header, table)
+    _samples(page, mrows, fields)
+
+
+def _samples(page: Page, rows: list[dict], fields: tuple) -> None:
+    """What a language model writes from one prompt, the original first: what a metric means."""
+    texts = [r for r in rows if r.get("sample_text")]
+    if not texts:
+        return
+    page.text("What each model writes after the same prompt (greedy decoding, first seed):")
+    seed = min(r["seed"] for r in texts)
+    line = lambda t: " ".join(t.split())[:240]  # noqa: E731
+    table = [["original", "", f"{texts[0]['metric_original']:.4g}", line(texts[0]["original_sample_text"] or "")]]
+    for r in sorted((r for r in texts if r["seed"] == seed), key=lambda r: (budget_label(r), method_label(r, fields))):
+        table.append([budget_label(r), method_label(r, fields), f"{r['metric_before']:.4g}", line(r["sample_text"])])
+    page.table(["budget", "method", texts[0]["metric_name"], "text"], table)
 
 
 def _control_text(rows: list[dict]) -> str:

@@ -82,6 +82,17 @@ def main_output(out: Any) -> torch.Tensor:
                      "pass loss=fn(outputs, targets) to compress")
 
 
+def class_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of class targets: one per row, or one per position of a sequence (a
+    language model's next tokens: logits (batch, length, classes), targets (batch, length))."""
+    import torch.nn.functional as F
+
+    targets = targets.to(logits.device)
+    if logits.dim() == targets.dim() + 1 and logits.dim() > 2 and not targets.is_floating_point():
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    return F.cross_entropy(logits, targets)
+
+
 def describe(x: Any) -> str:
     """The shapes (and dtypes) of model inputs, for messages: ``tensor (4, 1, 28, 28) float32``."""
     if isinstance(x, torch.Tensor):

