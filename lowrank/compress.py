@@ -18,6 +18,7 @@ from .planning.rebuild import rebuild
 from .planning.summary import why_infeasible
 from .planning.table import LayerTable
 from .resources import Check, Limit
+from .solvers.floors import Floors
 from .solvers.multiples import Multiples
 from .util.batches import as_batches, split_calibration
 from .util.checks import check_finite_inputs, check_finite_model, check_materialised
@@ -83,6 +84,7 @@ def compress(
     rank_multiple: int | str = "auto",
     measure_on: Any = None,
     accept_uncounted: bool = False,
+    min_rank: int | dict | str = "auto",
     **solver_options,
 ) -> CompressionResult:
     """Factorise ``model``'s layers so that the result fits ``budget``.
@@ -104,6 +106,13 @@ def compress(
     its full rank), chosen inside the optimisation by every method (see solvers.multiples);
     hardware runs such ranks faster, and every budget still holds. ``"auto"`` (default)
     follows the model's device: 1 on the CPU, 8 on CUDA (see :func:`device_rank_multiple`).
+    ``min_rank``: the least rank every factorised layer keeps (an int, or layer name -> int),
+    honoured by every method inside the optimisation (see solvers.floors); a budget it puts
+    out of reach is refused, naming the smallest achievable with and without it. ``"auto"``
+    (default): none, but a plan that cuts a layer to rank 0 (a constant output: the network or
+    a branch of it cut) is made again with 1 wherever the budget allows that, so no path is
+    cut while a plan that keeps every path fits (compress warns if the plan then still cuts
+    the whole network).
     A measured resource (``Budget(latency=0.5)``) is measured where ``measure_on`` says
     (e.g. ``lowrank.LatencyTarget(threads=4)``; default: the model's device, one CPU thread,
     batch 64, float32): every layer is timed dense and factorised at a grid of ranks (cached
@@ -127,11 +136,12 @@ def compress(
         rank_multiple = device_rank_multiple(model)
     elif isinstance(rank_multiple, bool) or not isinstance(rank_multiple, numbers.Integral) or rank_multiple < 1:
         raise ValueError(f"rank_multiple must be a positive integer or 'auto', got {rank_multiple!r}")
+    _check_min_rank(min_rank)
     check_materialised(model)
     check_finite_model(model)
     settings = resources.settings_by_resource(measure_on)
     result = _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis,
-                       rank_multiple, settings, accept_uncounted, solver_options)
+                       rank_multiple, min_rank, settings, accept_uncounted, solver_options)
     if result.severed_by:
         warnings.warn(
             f"the plan keeps {', '.join(repr(n) for n in result.severed_by)} at rank 0, which cuts every path from the "
@@ -152,11 +162,46 @@ def device_rank_multiple(model: nn.Module) -> int:
     return DEVICE_RANK_MULTIPLE.get(model_device(model).type, 1)
 
 
-def _solve(problem, method, rank_multiple, options) -> solvers.Allocation:
-    if rank_multiple > 1:  # every method solves the problem restated over blocks of rank_multiple values
-        multiples = Multiples(problem, rank_multiple)
-        return multiples.allocation(solvers.solve(multiples.problem, method=method, **multiples.options(options)))
-    return solvers.solve(problem, method=method, **options)
+def _check_min_rank(min_rank) -> None:
+    values = min_rank.values() if isinstance(min_rank, dict) else [min_rank]
+    if min_rank == "auto":
+        return
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ValueError(f"min_rank must be 'auto', a non-negative integer or a dict layer name -> such an integer, got {min_rank!r}")
+
+
+def _solve(problem, method, rank_multiple, min_rank, options) -> solvers.Allocation:
+    """Solve ``problem`` restated as asked: over blocks of ``rank_multiple`` values, then with
+    every layer's first ``min_rank`` values kept; every method solves the restated problem."""
+    restated = []
+    if rank_multiple > 1:
+        restated.append(Multiples(problem, rank_multiple))
+    if min_rank:
+        floors = ({name: -(-int(m) // rank_multiple) for name, m in min_rank.items()} if isinstance(min_rank, dict)
+                  else -(-int(min_rank) // rank_multiple))  # in blocks: the least whole blocks that reach it
+        restated.append(Floors(restated[-1].problem if restated else problem, floors))
+        restated[-1].check_feasible()
+    for r in restated:
+        problem, options = r.problem, r.options(options)
+    alloc = solvers.solve(problem, method=method, **options)
+    for r in reversed(restated):
+        alloc = r.allocation(alloc)
+    return alloc
+
+
+def _cuts_a_path(alloc: solvers.Allocation) -> bool:
+    """Whether some factorised layer is kept at rank 0 (a constant output: its path is cut)."""
+    return any(rank == 0 and not group.is_dense(rank) for group, rank in alloc.by_layer().values())
+
+
+def _every_layer_can_keep_a_rank(problem, rank_multiple: int) -> bool:
+    """Whether the budget allows a rank of at least 1 in every layer."""
+    blocked = Multiples(problem, rank_multiple).problem if rank_multiple > 1 else problem
+    try:
+        Floors(blocked, 1).check_feasible()
+    except (solvers.InfeasibleBudgetError, ValueError):
+        return False
+    return True
 
 
 def check_rebuilt(original: nn.Module, rebuilt: nn.Module, table: LayerTable, budget: Budget, alloc: solvers.Allocation,
@@ -174,7 +219,7 @@ def check_rebuilt(original: nn.Module, rebuilt: nn.Module, table: LayerTable, bu
 
 
 def _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis, rank_multiple,
-              settings, accept_uncounted, solver_options) -> CompressionResult:
+              min_rank, settings, accept_uncounted, solver_options) -> CompressionResult:
     provider = needs.provider(solvers.method(method).needs)
     if hasattr(calib, "calibration") and hasattr(calib, "selection"):  # a zoo entry: its own splits
         include = calib.include if include is None else include
@@ -209,7 +254,11 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
             if measured is None and provider.measure is not None:
                 measured = provider.measure(table, problem, batches, loss, label)
             options = {**provider.options(table, problem, measured, batches, select_batches, loss, label), **solver_options}
-        alloc = _solve(problem, method, rank_multiple, options)
+        _check_layer_names(min_rank, table)
+        alloc = _solve(problem, method, rank_multiple, 0 if min_rank == "auto" else min_rank, options)
+        if min_rank == "auto" and _cuts_a_path(alloc) and _every_layer_can_keep_a_rank(problem, rank_multiple):
+            alloc = _solve(problem, method, rank_multiple, 1, options)  # a plan that keeps every path fits: take it
+            alloc.info["min_rank"] = "1 (auto: the first plan cut a layer to rank 0)"
         if progress and "progress" in options:
             print(file=sys.stderr)  # end the progress line
         prices = table.prices_of(problem.resources, settings)
@@ -232,6 +281,16 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
             break  # a count missed: no new plan helps (it is reported as not held)
         fractions.update(aims)
     return CompressionResult(rebuilt, plan, alloc, table, checks).flag_severed()
+
+
+def _check_layer_names(floors, table: LayerTable) -> None:
+    """A min_rank naming no compressible layer is a typo, not a wish to ignore."""
+    if isinstance(floors, dict):
+        names = [layer.name for layer in table.compressible]
+        unknown = sorted(set(floors) - set(names))
+        if unknown:
+            raise ValueError(f"min_rank names no compressible layer: {', '.join(map(repr, unknown))}; the compressible "
+                             f"layers: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}")
 
 
 def _refuse_uncounted(table: LayerTable, budget: Budget, settings: dict, accept: bool) -> None:

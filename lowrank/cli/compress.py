@@ -39,6 +39,9 @@ def add(sub) -> None:
     comp.add_argument("--rank-multiple", type=options.rank_multiple, default="auto", metavar="K",
                       help="every factorised rank a multiple of K, chosen inside the optimisation "
                       "(default auto: 1 on the CPU, 8 on CUDA)")
+    comp.add_argument("--min-rank", type=options.min_rank, default="auto", metavar="N",
+                      help="the least rank every factorised layer keeps: N, or LAYER=N pairs, comma-separated (default "
+                      "auto: 0, but 1 wherever the budget allows it when a plan would cut a layer to rank 0)")
     comp.add_argument("--basis", default="activation", choices=["weight", "activation"],
                       help="activation (default): the SVD whitened by each layer's input on the calibration data; weight: the plain weight SVD")
     options.add_settings_flags(comp)
@@ -133,7 +136,7 @@ def _compress(args) -> int:
         warnings.simplefilter("ignore", SeveredModelWarning)  # said below, in this command's words
         result = compress(model, calib, budget, method=args.method, scheme=args.scheme, basis=args.basis,
                           rank_multiple=args.rank_multiple, progress=not args.quiet, measure_on=options.settings_of(args),
-                          accept_uncounted=args.accept_uncounted)
+                          accept_uncounted=args.accept_uncounted, min_rank=args.min_rank)
     print(result.plan.table())
     counted = {r: c for r, c in result.checks.items() if resources.get(r).cheap}
     print(f"independent count of the rebuilt model: {options.in_words({r: int(c.rebuilt) for r, c in counted.items()})} "

@@ -61,6 +61,28 @@ def rank_multiple(text: str):
     return k
 
 
+def min_rank(text: str):
+    """``auto``, one non-negative integer for every layer, or LAYER=N pairs."""
+    if text == "auto":
+        return text
+    try:
+        if "=" not in text:
+            value = int(text)
+            if value < 0:
+                raise ValueError
+            return value
+        out = {}
+        for part in text.split(","):
+            name, value = part.rsplit("=", 1)
+            out[name.strip()] = int(value)
+            if out[name.strip()] < 0:
+                raise ValueError
+        return out
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, a non-negative integer or LAYER=N pairs (e.g. features.0=4,"
+                                         f"classifier.1=8), got {text!r}") from None
+
+
 def samples(text: str) -> int | None:
     """A number of samples, or ``all`` (None)."""
     return None if text == "all" else int(text)
