@@ -5,7 +5,8 @@ Two formats: ``torch`` (``torch.export``, a ``.pt2`` file that loads without low
 ``pip install -e '.[export]'``). The batch dimension is exported dynamic where the model
 allows it, so the file runs at any batch size; the check runs the saved file on inputs the
 caller gives (the calibration batch, on the CLI) and reports the largest absolute difference
-from the PyTorch model's outputs.
+from the PyTorch model's outputs. BatchNorm is folded into the layer before it first (as
+runtimes do; lowrank.util.fold), and the check compares against the unfolded model.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from .util.fold import batchnorms, fold_batchnorm
 from .util.inputs import call_args
 from .util.modes import evaluating
 
@@ -37,19 +39,23 @@ class ExportCheck:
     max_abs_diff: float  # over every output element of the check inputs
     check_shapes: list  # the input shapes the check ran on
     dynamic_batch: bool  # False when the model only exported at the example's batch size
+    folded: int = 0  # BatchNorms folded into the layer before them
 
     def __str__(self) -> str:
         batch = "dynamic batch" if self.dynamic_batch else "fixed batch size"
-        return (f"{self.format} export written to {self.path} ({batch}); largest difference from the PyTorch model "
+        folded = f", {self.folded} BatchNorm folded" if self.folded else ""
+        return (f"{self.format} export written to {self.path} ({batch}{folded}); largest difference from the PyTorch model "
                 f"on inputs {self.check_shapes}: {self.max_abs_diff:.3g}")
 
 
-def export(model: nn.Module, example: Any, path: str | Path, format: str = "onnx", check_inputs: Any = None) -> ExportCheck:
+def export(model: nn.Module, example: Any, path: str | Path, format: str = "onnx", check_inputs: Any = None,
+           fold: bool = True) -> ExportCheck:
     """Save ``model`` (run in eval mode) as ``format`` at ``path``; check it on ``check_inputs``.
 
     ``example``: what the model is called with (a tensor, a tuple of tensors, or a dict of
     keyword tensors), batch first; a batch of at least 2 lets the batch dimension be dynamic.
     ``check_inputs`` (default ``example``): inputs to compare the saved file with the model on.
+    ``fold``: fold each BatchNorm into the layer before it (default True).
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose {', '.join(FORMATS)}")
@@ -58,22 +64,24 @@ def export(model: nn.Module, example: Any, path: str | Path, format: str = "onnx
     check_inputs = example if check_inputs is None else check_inputs
     args, kwargs = call_args(example)
     check_args, check_kwargs = call_args(check_inputs)
+    saved = fold_batchnorm(model) if fold else model
+    folded = batchnorms(model) - batchnorms(saved)
     with evaluating(model), torch.no_grad(), warnings.catch_warnings():
         # torch's own exporter trips a deprecation inside torch (pytree LeafSpec): not the user's concern
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        program, dynamic = _exported_program(model, args, kwargs)
-        expected = _leaves(model(*check_args, **check_kwargs))
+        expected = _leaves(model(*check_args, **check_kwargs))  # the model as given: the check covers the folding
+        program, dynamic = _exported_program(saved.eval(), args, kwargs)
         if format == "torch":
             torch.export.save(program, path)
             got = _leaves(torch.export.load(path).module()(*check_args, **check_kwargs))
         else:
-            _save_onnx(model, args, kwargs, path, dynamic)
+            _save_onnx(saved, args, kwargs, path, dynamic)
             got = _run_onnx(path, check_inputs)
     if len(got) != len(expected):
         raise RuntimeError(f"the {format} export returns {len(got)} outputs, the model {len(expected)}")
     diff = max((float((g.to(e.dtype) - e).abs().max()) if e.numel() else 0.0) for g, e in zip(got, expected))
     shapes = [list(t.shape) for t in tree_flatten(check_inputs)[0] if isinstance(t, torch.Tensor)]
-    return ExportCheck(format, path, diff, shapes, dynamic is not None)
+    return ExportCheck(format, path, diff, shapes, dynamic is not None, folded)
 
 
 def _batch_dims(model, args, kwargs):

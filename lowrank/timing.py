@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from .util.fold import batchnorms, fold_batchnorm
 from .util.inputs import call_model, model_device, take, to_device
 from .util.modes import evaluating
 
@@ -36,6 +37,8 @@ class LatencyTarget:
     ``cache_dir``: where a latency budget keeps its layer timings, keyed by the layer's
     geometry, the target and the library versions (None: ``$LOWRANK_LATENCY_CACHE`` or
     ``~/.cache/lowrank/latency``; ``""``: no disk cache; see lowrank.resources.latency).
+    ``fold_batchnorm``: time models with each BatchNorm folded into the layer before it, as
+    deployed models run (lowrank.util.fold; default True).
     """
 
     device: str | None = None
@@ -44,6 +47,7 @@ class LatencyTarget:
     dtype: str = "float32"
     repeats: int = 7
     min_seconds: float = 0.004
+    fold_batchnorm: bool = True
     cache_dir: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -164,6 +168,12 @@ def prepared(module: nn.Module, device: torch.device, target: LatencyTarget) -> 
     return module
 
 
+def deployed(model: nn.Module, device: torch.device, target: LatencyTarget) -> nn.Module:
+    """The model as the target runs it: BatchNorm folded (a copy) where the target says so,
+    on the target's device and dtype."""
+    return prepared(fold_batchnorm(model) if target.fold_batchnorm and batchnorms(model) else model, device, target)
+
+
 # --- the speed check of a rebuilt model ---------------------------------------------------------
 @dataclass
 class SpeedCheck:
@@ -199,7 +209,7 @@ def alternating_rounds(original: nn.Module, rebuilt: nn.Module, example: Any, ta
     """Seconds per batch of each model in each round, the two timed in turn (eval mode, on the
     target's device and dtype; the callers' models are left as they were)."""
     device = target.resolve(original)
-    a, b = prepared(original, device, target), prepared(rebuilt, device, target)
+    a, b = deployed(original, device, target), deployed(rebuilt, device, target)
     x = batch_of(example, target, device)
     with timing(target, device), evaluating(a), evaluating(b):
         ta, tb = interleaved_times([lambda: call_model(a, x), lambda: call_model(b, x)], device, target, rounds)

@@ -126,3 +126,23 @@ def split_factors(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int)
     scales help later fine-tuning."""
     root = s[:rank].sqrt()
     return root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
+
+
+def absorb_channel_affine(layer: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> None:
+    """Fold ``y * scale + shift`` per output channel (a BatchNorm in eval mode after the layer)
+    into a factorised layer: into its second factor, or its bias at rank 0. Exact: the second
+    factor is the only one whose outputs are channels."""
+    second = getattr(layer, "second", None)
+    target = second if second is not None else layer
+    with torch.no_grad():
+        if second is not None:
+            weight = second.weight
+            weight.mul_(scale.reshape(-1, *([1] * (weight.dim() - 1))).to(weight.dtype))
+        bias = getattr(target, "bias", None)
+        if bias is None:
+            if hasattr(target, "bias"):
+                delattr(target, "bias")
+            target.register_parameter("bias", nn.Parameter(shift.detach().clone()))
+        else:
+            bias.mul_(scale).add_(shift)
+

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import LayerScheme, pad_mode, register, split_factors
+from .base import LayerScheme, absorb_channel_affine, pad_mode, register, split_factors
 
 
 class FactorizedConv1d(nn.Module):
@@ -51,6 +51,10 @@ class FactorizedConv1d(nn.Module):
             return x.shape[-1]
         p = 0 if pad == "valid" else pad[0]
         return (x.shape[-1] + 2 * p - dilation * (k - 1) - 1) // stride + 1
+
+    def absorb_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Fold a following per-channel affine map (a BatchNorm in eval mode) into this layer."""
+        absorb_channel_affine(self, scale, shift)
 
     def forward(self, x):
         if self.rank > 0:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import LayerScheme, pad_mode, register, schemes_for, split_factors
+from .base import LayerScheme, absorb_channel_affine, pad_mode, register, schemes_for, split_factors
 
 
 class FactorizedConv2d(nn.Module):
@@ -84,6 +84,10 @@ class FactorizedConv2d(nn.Module):
             (x.shape[-2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1,
             (x.shape[-1] + 2 * pw - dw * (kw - 1) - 1) // sw + 1,
         )
+
+    def absorb_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Fold a following per-channel affine map (a BatchNorm in eval mode) into this layer."""
+        absorb_channel_affine(self, scale, shift)
 
     def forward(self, x):
         if self.rank > 0:

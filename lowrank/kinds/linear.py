@@ -6,7 +6,7 @@ import warnings
 import torch
 from torch import nn
 
-from .base import LayerScheme, register, split_factors
+from .base import LayerScheme, absorb_channel_affine, register, split_factors
 
 
 class FactorizedLinear(nn.Module):
@@ -38,6 +38,10 @@ class FactorizedLinear(nn.Module):
             if bias is not None:
                 layer.second.bias.copy_(bias)
         return layer
+
+    def absorb_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
+        """Fold a following per-channel affine map (a BatchNorm in eval mode) into this layer."""
+        absorb_channel_affine(self, scale, shift)
 
     def forward(self, x):
         return self.second(self.first(x))

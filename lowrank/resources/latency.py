@@ -5,7 +5,8 @@ The meter is a clock (:mod:`lowrank.timing`): every layer a plan can change is t
 and factorised at a grid of ranks on the target's device, dtype and thread count, with one
 random input per recorded call at the target's batch; the whole model is timed in turn with
 every such layer's dense form (what the layers do not explain, activations, pooling,
-normalisation, is the fixed base cost); a rebuilt model is timed alternately with the
+normalisation, is the fixed base cost; BatchNorm is folded first, as deployed, unless the
+target says not to); a rebuilt model is timed alternately with the
 original, round by round, and holds its limit within the measured noise. Timings are kept
 on disk (``$LOWRANK_LATENCY_CACHE`` or ``~/.cache/lowrank/latency``, or the target's
 ``cache_dir``) keyed by the layer, the target and the library versions. See
@@ -94,7 +95,7 @@ class Latency(MeasuredResource):
     def measure_together(self, model, example_input, layers, target):
         """The whole model and each layer's dense form, timed in turn in every round (medians)."""
         device = target.resolve(model)
-        whole = timing.prepared(model, device, target)
+        whole = timing.deployed(model, device, target)
         jobs = [(whole, [timing.batch_of(example_input, target, device)])]
         jobs += [(timing.prepared(l.module, device, target), _call_inputs(l, target, device)) for l in layers]
         with evaluating(whole):
