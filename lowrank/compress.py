@@ -13,6 +13,7 @@ from torch import nn
 from . import kinds, needs, resources, solvers
 from .budget import Budget
 from .layers.graph import severing
+from .planning.ceiling import Ceiling, measured_ceilings, on_the_network_clock
 from .planning.plan import Plan
 from .planning.rebuild import rebuild
 from .planning.summary import why_infeasible
@@ -31,6 +32,7 @@ class CompressionResult:
     allocation: solvers.Allocation
     table: LayerTable
     checks: dict[str, Check] = field(default_factory=dict)  # per priced resource: the rebuilt model held against its limit
+    ceilings: dict[str, Ceiling] = field(default_factory=dict)  # per measured resource: the least any plan reaches, measured
 
     def __getattr__(self, name: str):
         """``result.latency`` (any resource's name): its check, or None where it was not priced."""
@@ -242,11 +244,15 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
     label = method if progress and uses_provider else None
     attempts = max(resources.get(r).attempts for r in budget)
     fractions: dict[str, float] = {}  # per resource, the share of its limit a plan aims at (< 1 once a model missed it)
+    ceilings: dict[str, Ceiling] | None = None
     for attempt in range(1, attempts + 1):
         problem = table.problem(budget, scheme, settings=settings)
+        if ceilings is None:  # measured once: the least a plan reaches in each measured resource
+            ceilings = measured_ceilings(model, table, problem, settings)
+        problem = on_the_network_clock(problem, ceilings)
         reason = why_infeasible(problem, table.layers.values(), table.prices_of(problem.resources, settings))
         if reason:
-            raise solvers.InfeasibleBudgetError(reason)
+            raise solvers.InfeasibleBudgetError(reason + "".join(f" {c}." for c in ceilings.values()))
         if fractions:  # the last rebuilt model measured over its limit: plan for less
             problem = problem.with_budgets(_aimed_at(problem, fractions))
         options = dict(solver_options)
@@ -266,6 +272,8 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
         rebuilt = rebuild(model, plan, table=table)
         checks = check_rebuilt(model, rebuilt, table, budget, alloc, settings)
         plan.info["attempts"] = attempt
+        for ceiling in ceilings.values():
+            plan.info.update(ceiling.to_info())
         if fractions:
             plan.info["plan_fractions"] = dict(fractions)
         missed = [r for r, c in checks.items() if not c.held]
@@ -280,7 +288,7 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
         if any(a is None for a in aims.values()):
             break  # a count missed: no new plan helps (it is reported as not held)
         fractions.update(aims)
-    return CompressionResult(rebuilt, plan, alloc, table, checks).flag_severed()
+    return CompressionResult(rebuilt, plan, alloc, table, checks, ceilings).flag_severed()
 
 
 def _check_layer_names(floors, table: LayerTable) -> None:

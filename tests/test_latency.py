@@ -211,13 +211,13 @@ def test_a_model_slower_than_planned_is_planned_again_for_less(fake_clock, monke
 
     def slow_first(a, b, x, target=None, rounds=11):
         seen.append(model_latency(b, x))
-        slower = 1.25 if len(seen) == 1 else 1.0
+        slower = 1.25 if len(seen) == 2 else 1.0  # (the first reading is the cheapest plan's: the ceiling)
         return SpeedCheck(model_latency(a, x), slower * seen[-1], 0.0, rounds, target or LatencyTarget())
 
     monkeypatch.setattr(timing, "compare_speed", slow_first)
     result = lowrank.compress(model, calib, Budget(latency=0.7), method="exact", scheme="auto", basis="weight")
     assert result.plan.info["attempts"] == 2 and result.plan.info["plan_fractions"]["latency"] < 0.85
-    assert result.latency.held and seen[1] < seen[0]
+    assert result.latency.held and seen[2] < seen[1]
     assert result.plan.limits["latency"] == pytest.approx(0.7 * model_latency(model, example))  # the user's limit, not the tightened one
 
 
@@ -234,3 +234,36 @@ def test_a_sweep_row_under_a_latency_budget(fake_clock, monkeypatch, tmp_path):
     assert row["fits"] == 1 and row["latency_fraction"] <= 0.8 + 1e-9 and row["macs_fraction"] <= 0.6
     assert row["planned_latency"] <= 0.8 * row["original_latency"] + 1  # the plan's µs, rounded
     assert row["latency_noise"] == 7.0  # the check's noise, stored beside the measurement
+
+
+def test_the_least_latency_is_measured_not_predicted(monkeypatch, tmp_path):
+    """Layers read alone at half their time inside the network: the readings predict a least
+    latency far above what the cheapest plan measures. A budget between the two is planned
+    (not refused), the rebuilt model holds it, and the ceiling is stated; a budget below the
+    measured least is refused with the measured number."""
+    model, calib, example = _lenet_data()
+
+    def time_in_turn(jobs, device, target):
+        return [fake_us(m, xs) * (1.0 if isinstance(m, LeNet5) else 0.5) for m, xs in jobs]
+
+    monkeypatch.setattr(LATENCY, "time_in_turn", time_in_turn)
+    monkeypatch.setenv("LOWRANK_LATENCY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(timing, "compare_speed", lambda a, b, x, target=None, rounds=11: SpeedCheck(
+        model_latency(a, x), model_latency(b, x), 0.0, rounds, target or LatencyTarget()))
+    LATENCY.forget()
+    try:
+        problem = lowrank.LayerTable(model, example).problem(Budget(latency=0.5), "channel")
+        i = problem.resources.index("latency")
+        predicted = problem.min_cost()[i] / problem.reference_cost[i]
+        result = lowrank.compress(model, calib, Budget(latency=1.0), method="uniform", basis="weight")
+        ceiling = result.ceilings["latency"]
+        assert ceiling.predicted_floor == pytest.approx(predicted)
+        assert ceiling.measured_floor < predicted - 0.1  # the prediction is far off on this clock
+        assert "no plan is more than" in str(ceiling) and 0 < ceiling.in_layers <= 1
+        between = (ceiling.measured_floor + predicted) / 2
+        planned = lowrank.compress(model, calib, Budget(latency=between), method="exact", basis="weight", min_rank=0)
+        assert planned.latency.held and planned.latency.rebuilt_us <= between * planned.latency.original_us + 1e-6
+        with pytest.raises(ValueError, match=r"below the smallest achievable.*measured"):
+            lowrank.compress(model, calib, Budget(latency=ceiling.measured_floor * 0.8), method="exact", basis="weight")
+    finally:
+        LATENCY.forget()

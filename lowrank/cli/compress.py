@@ -145,6 +145,8 @@ def _compress(args) -> int:
     for r, check in result.checks.items():
         if r not in counted:  # measured against the original, beside it
             print(check)
+    for ceiling in result.ceilings.values():
+        print(ceiling)
     if entry is not None:
         limit = options.samples(args.eval_samples)
         before = entry.evaluate(model, limit=limit)

@@ -1,0 +1,111 @@
+"""The ceiling of a measured budget: how much of the original's cost sits in layers a plan can
+change, and the least any plan reaches, measured, not estimated.
+
+A plan's measured cost (latency) is predicted from layers read alone plus the rest of the
+model (the whole read less its layers). Layers read alone can run slower or faster than
+inside the network, so the predicted least cost (every layer at its cheapest) can be far
+from what that plan measures: a small CNN whose all-rank-0 rebuild ran at 0.40-0.42 of the
+original was refused at a budget of 0.6 as "smallest achievable 0.62-0.65". So the cheapest
+plan is rebuilt and read against the original, and the layer readings are moved onto the
+network's clock by the two plans measured whole (the original and the cheapest): a budget
+the cheapest plan meets is planned (the rebuilt model is still checked, and planned again
+where it misses), and one it does not is refused with the measured least.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from torch import nn
+
+from .. import resources
+from ..solvers import Allocation, Group, Problem
+from .plan import Plan
+from .rebuild import rebuild
+from .table import LayerTable
+
+
+@dataclass
+class Ceiling:
+    """One measured resource's ceiling, as fractions of the original."""
+
+    resource: str
+    in_layers: float  # the share of the original the changeable layers cost, read alone
+    predicted_floor: float  # the cheapest plan, as the layer readings predict it
+    measured_floor: float  # the cheapest plan, rebuilt and read against the original
+
+    @property
+    def best_speedup(self) -> float:
+        """The most any plan can gain: the original over the cheapest plan, as measured."""
+        return 1.0 / self.measured_floor if self.measured_floor > 0 else float("inf")
+
+    def __str__(self) -> str:
+        return (f"{self.resource} ceiling: the layers a plan can change cost {self.in_layers:.0%} of the original (read "
+                f"alone); the cheapest plan (every one at rank 0) measured {self.measured_floor:.0%} of the original "
+                f"(predicted {self.predicted_floor:.0%}): no plan is more than {self.best_speedup:.2f}x cheaper")
+
+    def to_info(self) -> dict:
+        r = self.resource
+        return {f"{r}_in_layers": self.in_layers, f"{r}_floor_predicted": self.predicted_floor,
+                f"{r}_floor_measured": self.measured_floor}
+
+
+def cheapest(problem: Problem, resource: int) -> Allocation:
+    """Every layer at rank 0 in its alternative that costs least there in ``resource``."""
+    active = np.zeros(len(problem.groups), dtype=bool)
+    for idx in problem.layers.values():
+        active[min(idx, key=lambda i: problem.groups[i].cost(0)[resource])] = True
+    return Allocation(problem, np.zeros(len(problem.groups), dtype=np.int64), "cheapest", active=active)
+
+
+def measured_ceilings(model: nn.Module, table: LayerTable, problem: Problem, settings: Mapping[str, Any]) -> dict[str, Ceiling]:
+    """Per measured resource of ``problem``: its :class:`Ceiling`, the cheapest plan rebuilt and
+    read against ``model``."""
+    out = {}
+    for i, name in enumerate(problem.resources):
+        resource = resources.get(name)
+        if resource.cheap:
+            continue
+        total = float(problem.reference_cost[i])
+        alloc = cheapest(problem, i)
+        prices = table.prices_of(problem.resources, settings)
+        plan = Plan.from_allocation(alloc, table.layers, prices, {r: float("inf") for r in problem.resources})
+        rebuilt = rebuild(model, plan, table=table)
+        check = resource.compare(model, rebuilt, table.example_input, settings.get(name) or resource.default_settings())
+        in_layers = sum(float(problem.groups[j].dense_cost[i]) for j in problem.default_active().nonzero()[0])
+        out[name] = Ceiling(name, in_layers / total, float(alloc.cost[i]) / total, check.rebuilt / check.original)
+    return out
+
+
+def on_the_network_clock(problem: Problem, ceilings: Mapping[str, Ceiling]) -> Problem:
+    """``problem`` with each measured resource's layer costs scaled by one factor and its fixed
+    cost set so that two plans cost what was measured: the original (every layer dense: the
+    whole model's reading) and the cheapest plan (its rebuilt model's reading). Layers read
+    alone run at another speed than inside the network; this moves them onto the network's.
+    Unchanged where the two readings leave no positive factor (the cheapest plan no cheaper)."""
+    groups, base = list(problem.groups), problem.base_cost.copy()
+    for name, ceiling in ceilings.items():
+        i = problem.resources.index(name)
+        total = float(problem.reference_cost[i])
+        cheapest_plan = cheapest(problem, i)
+        layers_dense = sum(float(problem.groups[j].dense_cost[i]) for j in np.flatnonzero(cheapest_plan.active))
+        layers_cheapest = float(cheapest_plan.cost[i]) - float(problem.base_cost[i])
+        scale = (1.0 - ceiling.measured_floor) * total / (layers_dense - layers_cheapest) if layers_dense > layers_cheapest else 0.0
+        if not np.isfinite(scale) or scale <= 0:
+            continue
+        base[i] = max(total - scale * layers_dense, 0.0)
+        groups = [_scaled(g, i, scale) for g in groups]
+    return Problem(groups, problem.budgets, problem.resources, base, problem.reference_cost, problem.objective,
+                   dict(problem.meta))
+
+
+def _scaled(g: Group, i: int, scale: float) -> Group:
+    """``g`` with its costs in resource ``i`` times ``scale``."""
+    def times(v):
+        v = np.array(v, dtype=np.float64, copy=True)
+        v[..., i] *= scale
+        return v
+
+    table = None if g.cost_table is None else times(g.cost_table)
+    return Group(g.name, g.values, times(g.rank_cost), times(g.fixed_cost), times(g.dense_cost), g.layer, g.option, table)
