@@ -1,5 +1,5 @@
-"""Command-line interface: ``lowrank sweep | report | compress | zoo | demo``, one module per
-command family (:mod:`.compress`, :mod:`.sweep`, :mod:`.zoo`) and the flags they share
+"""Command-line interface: ``lowrank sweep | report | compress | frontier | zoo | demo``, one module
+per command family (:mod:`.compress`, :mod:`.sweep`, :mod:`.frontier`, :mod:`.zoo`) and the flags they share
 (:mod:`.options`).
 
 User mistakes (a bad budget, an unknown model, a missing dataset or file) end in one line on
@@ -13,14 +13,14 @@ import sys
 
 from .. import resources
 from ..data import DatasetMissingError
-from . import compress, sweep, zoo
+from . import compress, frontier, sweep, zoo
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowrank", description="Compress PyTorch networks by low-rank factorisation under "
                                      "budgets on " + ", ".join(resources.get(r).label for r in resources.names()) + ".")
     sub = parser.add_subparsers(dest="command", required=True)
-    for command in (zoo, sweep, compress):
+    for command in (zoo, sweep, compress, frontier):
         command.add(sub)
     return parser
 

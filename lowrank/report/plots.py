@@ -25,7 +25,7 @@ TUNED_STYLES = [(0, (6, 2, 1, 2)), (0, (2, 1)), (0, (8, 2)), (0, (1, 3)), (0, (6
 WIDTH, HEIGHT, DPI = 6.0, 4.0, 110  # axes area; legends add to the width (pages show images up to 1,000 px)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,7 +79,7 @@ def plot_budget_curves(rows: list[dict], model: str, axis: str, path: Path, fiel
     original), one series per (method, variant), fine-tuned beside; the Pareto front of the
     points; lines at the original, the original fine-tuned (the control) and chance. Means
     over seeds, bars from min to max. Returns the styles drawn."""
-    plt = _pyplot()
+    plt = pyplot()
     res = axis_resources(axis)[0]
     metric, higher = rows[0]["metric_name"], higher_is_better(rows[0]["metric_name"])
     series = _series(rows, fields)
@@ -164,7 +164,7 @@ def plot_rank_heatmap(rows: list[dict], model: str, label: str, path: Path, fiel
     """Kept rank / full rank per layer (rows, network order) and series (columns) at one
     budget: a heatmap that stays readable at hundreds of layers (its height grows with them,
     its width does not). Returns one (label, colour, marker, line style) per column."""
-    plt = _pyplot()
+    plt = pyplot()
     series = _series(rows, fields)
     layers = list(next(iter(series.values()))[0]["full_ranks"])
     columns = [(method_label(srows[0], fields), srows[0]) for srows in series.values()]
