@@ -13,7 +13,7 @@ from torch import nn
 from . import kinds, needs, resources, solvers
 from .budget import Budget
 from .layers.graph import severing
-from .planning.ceiling import Ceiling, measured_ceilings, on_the_network_clock
+from .planning.ceiling import Ceiling, measured_ceilings, on_the_network_clock, with_alive_floors
 from .planning.plan import Plan
 from .planning.rebuild import rebuild
 from .planning.summary import why_infeasible
@@ -250,6 +250,7 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
         if ceilings is None:  # measured once: the least a plan reaches in each measured resource
             ceilings = measured_ceilings(model, table, problem, settings)
         problem = on_the_network_clock(problem, ceilings)
+        with_alive_floors(problem, ceilings)
         reason = why_infeasible(problem, table.layers.values(), table.prices_of(problem.resources, settings))
         if reason:
             raise solvers.InfeasibleBudgetError(reason + "".join(f" {c}." for c in ceilings.values()))

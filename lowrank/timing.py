@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from .util.fold import batchnorms, fold_batchnorm
-from .util.inputs import call_model, model_device, take, to_device
+from .util.inputs import model_device, take, to_device
 from .util.modes import evaluating
+from .util.runtimes import check_runtime, runner
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,9 @@ class LatencyTarget:
     geometry, the target and the library versions (None: ``$LOWRANK_LATENCY_CACHE`` or
     ``~/.cache/lowrank/latency``; ``""``: no disk cache; see lowrank.resources.latency).
     ``fold_batchnorm``: time models with each BatchNorm folded into the layer before it, as
-    deployed models run (lowrank.util.fold; default True).
+    deployed models run (lowrank.util.fold; default True). ``runtime``: ``"eager"`` PyTorch
+    (default) or ``"onnxruntime"`` (CPU, float32; each timed module exported to ONNX first; see
+    lowrank.util.runtimes); layer timings are cached per runtime.
     """
 
     device: str | None = None
@@ -48,6 +51,7 @@ class LatencyTarget:
     repeats: int = 7
     min_seconds: float = 0.004
     fold_batchnorm: bool = True
+    runtime: str = "eager"
     cache_dir: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -55,6 +59,9 @@ class LatencyTarget:
             raise ValueError(f"LatencyTarget: threads, batch and repeats must be >= 1, got {self}")
         if not isinstance(getattr(torch, self.dtype, None), torch.dtype):
             raise ValueError(f"LatencyTarget: unknown dtype {self.dtype!r} (e.g. 'float32', 'float16', 'bfloat16')")
+        check_runtime(self.runtime)
+        if self.runtime == "onnxruntime" and (self.dtype != "float32" or (self.device or "cpu").startswith("cuda")):
+            raise ValueError("LatencyTarget: runtime 'onnxruntime' times float32 models on the CPU here")
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -156,7 +163,7 @@ def model_latency(model: nn.Module, example: Any, target: LatencyTarget | None =
     timed = prepared(model, device, target)
     x = batch_of(example, target, device)
     with evaluating(timed):
-        return time_call(lambda: call_model(timed, x), device, target)
+        return time_call(runner(timed, [x], target.runtime, target.threads), device, target)
 
 
 def prepared(module: nn.Module, device: torch.device, target: LatencyTarget) -> nn.Module:
@@ -191,7 +198,8 @@ class SpeedCheck:
 
     def __str__(self) -> str:
         t = self.target
-        where = f"{t.device or 'model device'}, {t.threads} thread(s), batch {t.batch}, {t.dtype}"
+        where = f"{'ONNX Runtime, ' if t.runtime == 'onnxruntime' else ''}{t.device or 'model device'}, {t.threads} thread(s), " \
+                f"batch {t.batch}, {t.dtype}{'' if t.fold_batchnorm else ', BatchNorm not folded'}"
         return (f"measured ({where}, {self.rounds} alternating rounds): original {self.original_us:,.0f} us, "
                 f"rebuilt {self.rebuilt_us:,.0f} us +- {self.noise_us:,.0f} us, speedup {self.speedup:.2f}x")
 
@@ -212,7 +220,8 @@ def alternating_rounds(original: nn.Module, rebuilt: nn.Module, example: Any, ta
     a, b = deployed(original, device, target), deployed(rebuilt, device, target)
     x = batch_of(example, target, device)
     with timing(target, device), evaluating(a), evaluating(b):
-        ta, tb = interleaved_times([lambda: call_model(a, x), lambda: call_model(b, x)], device, target, rounds)
+        fns = [runner(m, [x], target.runtime, target.threads) for m in (a, b)]
+        ta, tb = interleaved_times(fns, device, target, rounds)
     return ta, tb
 
 

@@ -267,3 +267,19 @@ def test_the_least_latency_is_measured_not_predicted(monkeypatch, tmp_path):
             lowrank.compress(model, calib, Budget(latency=ceiling.measured_floor * 0.8), method="exact", basis="weight")
     finally:
         LATENCY.forget()
+
+
+def test_a_latency_target_names_its_runtime():
+    pytest.importorskip("onnxruntime")
+    model, calib, _ = _lenet_data()
+    cpu = torch.device("cpu")
+    target = LatencyTarget(runtime="onnxruntime", batch=8, repeats=3, min_seconds=0.001, cache_dir="")
+    assert target.key(cpu) != LatencyTarget(batch=8, repeats=3, min_seconds=0.001).key(cpu)  # cached per runtime
+    result = lowrank.compress(model, calib, Budget(latency=0.95), method="exact", scheme="auto", basis="weight",
+                              measure_on=target)
+    assert result.latency.target.runtime == "onnxruntime" and "ONNX Runtime" in str(result.latency)
+    assert result.latency.held and result.ceilings["latency"].measured_floor > 0
+    with pytest.raises(ValueError, match="unknown runtime 'tvm'"):
+        LatencyTarget(runtime="tvm")
+    with pytest.raises(ValueError, match="float32 models on the CPU"):
+        LatencyTarget(runtime="onnxruntime", device="cuda")

@@ -21,6 +21,7 @@ from torch import nn
 
 from .. import resources
 from ..solvers import Allocation, Group, Problem
+from ..solvers.floors import Floors
 from .plan import Plan
 from .rebuild import rebuild
 from .table import LayerTable
@@ -34,6 +35,7 @@ class Ceiling:
     in_layers: float  # the share of the original the changeable layers cost, read alone
     predicted_floor: float  # the cheapest plan, as the layer readings predict it
     measured_floor: float  # the cheapest plan, rebuilt and read against the original
+    alive_floor: float | None = None  # the cheapest plan keeping a rank in every layer, predicted on the network's clock
 
     @property
     def best_speedup(self) -> float:
@@ -41,14 +43,18 @@ class Ceiling:
         return 1.0 / self.measured_floor if self.measured_floor > 0 else float("inf")
 
     def __str__(self) -> str:
+        alive = ("" if self.alive_floor is None else
+                 f"; a plan that keeps a rank in every layer costs at least {self.alive_floor:.0%} (predicted): at most "
+                 f"{1 / self.alive_floor:.2f}x cheaper with no layer cut")
         return (f"{self.resource} ceiling: the layers a plan can change cost {self.in_layers:.0%} of the original (read "
-                f"alone); the cheapest plan (every one at rank 0) measured {self.measured_floor:.0%} of the original "
-                f"(predicted {self.predicted_floor:.0%}): no plan is more than {self.best_speedup:.2f}x cheaper")
+                f"alone); the cheapest plan (every one at rank 0, a cut network) measured {self.measured_floor:.0%} of the "
+                f"original (predicted {self.predicted_floor:.0%}): no plan is more than {self.best_speedup:.2f}x cheaper"
+                + alive)
 
     def to_info(self) -> dict:
         r = self.resource
         return {f"{r}_in_layers": self.in_layers, f"{r}_floor_predicted": self.predicted_floor,
-                f"{r}_floor_measured": self.measured_floor}
+                f"{r}_floor_measured": self.measured_floor, f"{r}_floor_alive": self.alive_floor}
 
 
 def cheapest(problem: Problem, resource: int) -> Allocation:
@@ -76,6 +82,18 @@ def measured_ceilings(model: nn.Module, table: LayerTable, problem: Problem, set
         in_layers = sum(float(problem.groups[j].dense_cost[i]) for j in problem.default_active().nonzero()[0])
         out[name] = Ceiling(name, in_layers / total, float(alloc.cost[i]) / total, check.rebuilt / check.original)
     return out
+
+
+def with_alive_floors(problem: Problem, ceilings: Mapping[str, Ceiling]) -> None:
+    """Set each ceiling's least cost of a plan with a rank in every layer, on ``problem``'s
+    (the network's) clock."""
+    try:
+        lowest = Floors(problem, 1).problem.min_cost()
+    except ValueError:  # every layer only dense at rank 1
+        lowest = problem.cost([g.full_rank for g in problem.groups])
+    for name, ceiling in ceilings.items():
+        i = problem.resources.index(name)
+        ceiling.alive_floor = float(lowest[i]) / float(problem.reference_cost[i])
 
 
 def on_the_network_clock(problem: Problem, ceilings: Mapping[str, Ceiling]) -> Problem:

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from .. import timing
-from ..util.inputs import call_model
 from ..util.modes import evaluating
+from ..util.runtimes import runner
 from .base import Check, register
 from .measured import MeasuredResource
 
@@ -68,7 +68,7 @@ class Latency(MeasuredResource):
     checked_by = "latency timed alternately with the original, held within the measured noise"
     settings_type = timing.LatencyTarget
     settings_flags = {"device": "cpu or cuda (default: where the model is)", "threads": "CPU threads while timing (default 1)",
-                      "batch": "samples per timed call (default 64)"}
+                      "batch": "samples per timed call (default 64)", "runtime": "eager or onnxruntime (default eager)"}
 
     def amount(self, value):
         return f"{value / 1e3:,.1f} ms per batch (measured)"
@@ -84,13 +84,7 @@ class Latency(MeasuredResource):
         """Microseconds per run of each job ``(module, inputs)`` (the module called on each of
         its inputs), timed in turn round by round on one clock (the meter's primitive: tests
         put a deterministic clock here)."""
-        def run(module, inputs):
-            def go():
-                for x in inputs:
-                    module(x) if isinstance(x, torch.Tensor) else call_model(module, x)  # a dict or tuple of inputs
-            return go
-
-        return timing.time_in_turn([run(m, xs) for m, xs in jobs], device, target)
+        return timing.time_in_turn([runner(m, xs, target.runtime, target.threads) for m, xs in jobs], device, target)
 
     def measure_together(self, model, example_input, layers, target):
         """The whole model and each layer's dense form, timed in turn in every round (medians)."""
