@@ -119,3 +119,14 @@ def test_retraining_lenet_reproduces_the_recorded_accuracy(tmp_path):
     torch.set_num_threads(1)  # as recorded (bench/train_zoo.py --threads 1)
     _, history, _ = entry.train(progress=False, out=tmp_path / "lenet.pt")
     assert abs(history[-1] - entry.recorded_metric) <= 0.005
+
+
+def test_compress_on_an_entry_takes_the_sweeps_seeded_draws():
+    pytest.importorskip("sklearn")
+    entry = get("lenet5-digits")
+    calib = entry.calibration()
+    assert sum(len(y) for _, y in calib) == entry.calib_samples  # the sweep's default draw, not the whole part
+    again = entry.calibration()
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(calib, again))  # seed 0: the same draw every time
+    whole = len(entry.splits.select[1])
+    assert sum(len(y) for _, y in entry.selection()) == (whole if entry.select_samples is None else entry.select_samples)

@@ -35,9 +35,10 @@ class ZooEntry:
     sampler: Callable[[nn.Module], str] | None = None  # model -> what it writes (a language model), shown in reports
     calib_samples: int | None = 128  # what a sweep draws for calibration by default (None: the whole part)
     select_samples: int | None = None  # ... and for choosing COBLA's candidate
-    # compress(model, entry) takes those same draws (seed 0) rather than the whole parts: for a
-    # model whose every pass costs seconds (the language model), so the CLI matches the sweeps
-    compress_samples: bool = False
+    # compress(model, entry) takes those same draws (seed 0) rather than the whole parts: the CLI
+    # then plans as the sweeps do, and a method that runs the network on every calibration
+    # sample per candidate (sensitivity, COBLA's start) takes seconds, not minutes
+    compress_samples: bool = True
 
     @property
     def weights_path(self) -> Path:

@@ -165,6 +165,6 @@ ENTRY = ZooEntry(
     "windows of 128 tokens from 3 test plays; 210 attention and MLP Linear layers compressible; MACs per 128 tokens",
     builder=lambda: None, dataset="shakespeare-plays", metric="perplexity", train_config={"seed": 0},
     loader=load_smollm2, splits_fn=play_splits, include=["model.layers."],
-    scorer=perplexity, constant_score=constant_perplexity, calib_samples=8, select_samples=8, compress_samples=True,
+    scorer=perplexity, constant_score=constant_perplexity, calib_samples=8, select_samples=8,
     sampler=sample_text,
 )
