@@ -14,6 +14,8 @@ rebuilt model. Writes reports/real_size.md and .csv.
 
 torchvision from PyPI beside the CPU torch wheel imports only once the schemas of the two
 operators it registers fakes for are defined (../shared/PEERS.md): done here before import.
+Install it in a venv of its own (``pip install --no-deps torchvision==0.28.0``): beside it,
+transformers imports torchvision without those definitions and its model classes fail.
 """
 from __future__ import annotations
 
