@@ -111,10 +111,10 @@ def compress(
     ``min_rank``: the least rank every factorised layer keeps (an int, or layer name -> int),
     honoured by every method inside the optimisation (see solvers.floors); a budget it puts
     out of reach is refused, naming the smallest achievable with and without it. ``"auto"``
-    (default): none, but a plan that cuts a layer to rank 0 (a constant output: the network or
-    a branch of it cut) is made again with 1 wherever the budget allows that, so no path is
-    cut while a plan that keeps every path fits (compress warns if the plan then still cuts
-    the whole network).
+    (default): none, but a plan that cuts layers to rank 0 (a constant output: the network or
+    a branch of it cut) is made again with a floor of 1 on those layers wherever the budget
+    allows that, so no path is cut while a plan that keeps every path fits (compress warns if
+    the plan then still cuts the whole network).
     A measured resource (``Budget(latency=0.5)``) is measured where ``measure_on`` says
     (e.g. ``lowrank.LatencyTarget(threads=4)``; default: the model's device, one CPU thread,
     batch 64, float32): every layer is timed dense and factorised at a grid of ranks (cached
@@ -191,19 +191,36 @@ def _solve(problem, method, rank_multiple, min_rank, options) -> solvers.Allocat
     return alloc
 
 
-def _cuts_a_path(alloc: solvers.Allocation) -> bool:
-    """Whether some factorised layer is kept at rank 0 (a constant output: its path is cut)."""
-    return any(rank == 0 and not group.is_dense(rank) for group, rank in alloc.by_layer().values())
+def _cut(alloc: solvers.Allocation) -> list[str]:
+    """The factorised layers kept at rank 0 (a constant output: their path is cut)."""
+    return [layer for layer, (group, rank) in alloc.by_layer().items() if rank == 0 and not group.is_dense(rank)]
 
 
-def _every_layer_can_keep_a_rank(problem, rank_multiple: int) -> bool:
-    """Whether the budget allows a rank of at least 1 in every layer."""
+def _fits_floors(problem, rank_multiple: int, floors: dict) -> bool:
+    """Whether the budget allows those layers a rank of at least their floor."""
     blocked = Multiples(problem, rank_multiple).problem if rank_multiple > 1 else problem
     try:
-        Floors(blocked, 1).check_feasible()
+        Floors(blocked, {name: -(-m // rank_multiple) for name, m in floors.items()}).check_feasible()
     except (solvers.InfeasibleBudgetError, ValueError):
         return False
     return True
+
+
+def _keep_every_path(alloc, problem, method, rank_multiple, options) -> solvers.Allocation:
+    """``min_rank="auto"``: while the plan cuts layers and the budget allows them a rank, plan
+    again with a floor of 1 on those layers (only those: the other layers' choices, and a
+    method's monotone rule, stay as they were)."""
+    floors: dict[str, int] = {}
+    for _ in range(4):  # a few rounds: each plans again (COBLA: minutes on a language model)
+        cut = _cut(alloc)
+        wanted = {**floors, **{layer: 1 for layer in cut}}
+        if not cut or not _fits_floors(problem, rank_multiple, wanted):
+            break
+        floors = wanted
+        alloc = _solve(problem, method, rank_multiple, floors, options)
+    if floors:
+        alloc.info["min_rank"] = f"1 in {len(floors)} layer(s) the first plan cut (auto)"
+    return alloc
 
 
 def check_rebuilt(original: nn.Module, rebuilt: nn.Module, table: LayerTable, budget: Budget, alloc: solvers.Allocation,
@@ -263,9 +280,8 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
             options = {**provider.options(table, problem, measured, batches, select_batches, loss, label), **solver_options}
         _check_layer_names(min_rank, table)
         alloc = _solve(problem, method, rank_multiple, 0 if min_rank == "auto" else min_rank, options)
-        if min_rank == "auto" and _cuts_a_path(alloc) and _every_layer_can_keep_a_rank(problem, rank_multiple):
-            alloc = _solve(problem, method, rank_multiple, 1, options)  # a plan that keeps every path fits: take it
-            alloc.info["min_rank"] = "1 (auto: the first plan cut a layer to rank 0)"
+        if min_rank == "auto":
+            alloc = _keep_every_path(alloc, problem, method, rank_multiple, options)
         if progress and "progress" in options:
             print(file=sys.stderr)  # end the progress line
         prices = table.prices_of(problem.resources, settings)

@@ -68,7 +68,9 @@ class ZooEntry:
         if self.compress_samples:
             from ..util.batches import sample_batches
 
-            return sample_batches(getattr(self.splits, part), sweep_samples, seed=0, batch_size=batch_size)
+            whole = getattr(self.splits, part)
+            n = sweep_samples if sweep_samples is not None and sweep_samples < len(whole[1]) else None  # a small part: all of it
+            return sample_batches(whole, n, seed=0, batch_size=batch_size)
         return self.splits.batches(part, batch_size)
 
     def load(self, check: bool = True) -> nn.Module:
