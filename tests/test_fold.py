@@ -89,12 +89,12 @@ def test_an_untraceable_model_folds_its_sequential_pairs():
     torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
 
 
-def test_timing_runs_the_folded_model_unless_the_target_says_not():
+def test_timing_runs_the_folded_model_where_the_target_says_so():
     model = _with_statistics(ARCHITECTURES["resnet20"]())
     cpu = torch.device("cpu")
-    assert batchnorms(deployed(model, cpu, LatencyTarget())) == 0
-    assert batchnorms(deployed(model, cpu, LatencyTarget(fold_batchnorm=False))) == batchnorms(model) > 0
-    assert LatencyTarget().key(cpu)["fold_batchnorm"] is True  # cached layer timings are keyed by it
+    assert batchnorms(deployed(model, cpu, LatencyTarget(fold_batchnorm=True))) == 0
+    assert batchnorms(deployed(model, cpu, LatencyTarget())) == batchnorms(model) > 0  # off by default (see LatencyTarget)
+    assert LatencyTarget(fold_batchnorm=True).key(cpu) != LatencyTarget().key(cpu)  # cached layer timings are keyed by it
 
 
 def test_export_folds_and_still_matches_the_unfolded_model(tmp_path):
