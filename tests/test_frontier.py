@@ -68,3 +68,19 @@ def test_the_command_runs_times_and_writes_the_frontier(tmp_path, monkeypatch, c
     assert "Fastest within 1 point(s), before fine-tuning" in out and "| exact | 0.98 |" in out
     folder = tmp_path / "reports" / "frontier-lenet5-digits"
     assert (folder / "frontier.md").exists() and (folder / "frontier.png").exists() and (folder / "index.md").exists()
+
+
+def test_a_later_call_adds_to_the_frontier(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sklearn")
+    from lowrank.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LOWRANK_LATENCY_CACHE", str(tmp_path / "latency"))
+    common = ["--model", "lenet5-digits", "--schemes", "auto", "--db", str(tmp_path / "runs.sqlite"),
+              "--cache", str(tmp_path / "cache"), "--quiet"]
+    assert main(["frontier", "--budgets", "0.98", "--methods", "exact", "--eval-samples", "100", *common]) == 0
+    assert main(["frontier", "--budgets", "0.98", "--methods", "uniform", "--eval-samples", "100", *common]) == 0
+    out = capsys.readouterr().out.split("## ")[-1]  # the second call's frontier
+    assert "| exact | 0.98 |" in out and "| uniform | 0.98 |" in out
+    assert main(["frontier", "--budgets", "0.98", "--methods", "uniform", "--eval-samples", "50", *common]) == 0
+    assert "| exact |" not in capsys.readouterr().out.split("## ")[-1]  # another evaluation: not the same frontier

@@ -30,7 +30,9 @@ def add(sub) -> None:
                     "with the original (one run at a time, so runs do not slow each other), evaluate it (and fine-tune "
                     "it, with the original fine-tuned by the same recipe as the control), and write the frontier: a "
                     "plot, a table, the fastest plan within --within points. Runs are kept in the results database, so "
-                    "an interrupted frontier resumes.",
+                    "an interrupted frontier resumes, and a later call (another method, more budgets) adds to the "
+                    "frontier: it shows every stored run of the model under that resource alone with the same "
+                    "evaluation and fine-tuning recipe.",
         epilog="examples:\n"
                "  lowrank frontier --model vgg-fmnist --within 1\n"
                "  lowrank frontier --model resnet20-fmnist --budgets 0.9,0.8,0.7 --schemes spatial,auto "
@@ -56,6 +58,19 @@ def add(sub) -> None:
     cmd.set_defaults(run=_frontier)
 
 
+def same_recipe(rows: list[dict], config: SweepConfig, resource: str) -> list[dict]:
+    """Every stored run of the config's model under a budget on ``resource`` alone, evaluated
+    and fine-tuned as this config says: a frontier grows with each call (another method, more
+    budgets) instead of forgetting the runs made before."""
+    (model,) = config.models
+    others = [r for r in resources.names() if r != resource]
+    spec = config.runs()[0]
+    return [r for r in rows if r.get("model") == model and r.get(f"budget_{resource}") is not None
+            and all(r.get(f"budget_{o}") is None for o in others)
+            and all((r.get("spec") or {}).get(k) == getattr(spec, k)
+                    for k in ("eval_samples", "finetune_epochs", "finetune_samples", "kd", "seed"))]
+
+
 def _frontier(args) -> int:
     if args.resource is None:
         raise ValueError("no measured resource is registered: a frontier needs one (e.g. latency)")
@@ -70,7 +85,7 @@ def _frontier(args) -> int:
     summary = run_sweep(config, db=args.db, cache_dir=args.cache, workers=1, threads=1, progress=not args.quiet)
     print(summary, file=sys.stderr)
     with ResultStore(args.db) as store:
-        rows = store.rows(sweep=name)
+        rows = same_recipe(store.rows(), config, args.resource)
     out = Path(args.out) if args.out else Path("reports") / name
     result = frontier(rows, args.resource, args.within)
     make_report(rows, out, title=f"lowrank frontier {args.model}: {resources.get(args.resource).label} versus {rows[0]['metric_name']}")
