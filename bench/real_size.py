@@ -8,7 +8,7 @@ latency) budgets, each timed in turn with its original on the runtime a user dep
 torchvision's ResNet-18, ResNet-50 and VGG-16 are architectures only (random weights: timing
 does not depend on the values, though the ranks ``exact`` picks from their flat spectra do);
 ``mobilenetv2`` is the zoo's MobileNetV2 with its real ImageNet weights (extra ``mobilenet``).
-BatchNorm is folded in both models before timing (lowrank's LatencyTarget default). Plans
+BatchNorm is folded in both models before timing (`LatencyTarget(fold_batchnorm=True)`). Plans
 come from ``exact`` in the weight basis (no data needed); every MAC fraction is counted on the
 rebuilt model. Writes reports/real_size.md and .csv.
 
@@ -73,7 +73,7 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "reports"))
     args = ap.parse_args()
     x = torch.randn(1, 3, 224, 224)
-    targets = [LatencyTarget(device="cpu", threads=t, batch=b, runtime=r, repeats=args.rounds)
+    targets = [LatencyTarget(device="cpu", threads=t, batch=b, runtime=r, repeats=args.rounds, fold_batchnorm=True)
                for r in args.runtimes for b in args.batches for t in args.threads]
     rows = []
     for name in args.models:
