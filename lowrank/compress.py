@@ -165,16 +165,16 @@ def device_rank_multiple(model: nn.Module) -> int:
 
 
 def _check_min_rank(min_rank) -> None:
-    values = min_rank.values() if isinstance(min_rank, dict) else [min_rank]
     if min_rank == "auto":
         return
+    values = min_rank.values() if isinstance(min_rank, dict) else [min_rank]
     if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 0 for v in values):
         raise ValueError(f"min_rank must be 'auto', a non-negative integer or a dict layer name -> such an integer, got {min_rank!r}")
 
 
-def _solve(problem, method, rank_multiple, min_rank, options) -> solvers.Allocation:
-    """Solve ``problem`` restated as asked: over blocks of ``rank_multiple`` values, then with
-    every layer's first ``min_rank`` values kept; every method solves the restated problem."""
+def _restatements(problem, rank_multiple, min_rank) -> list:
+    """``problem`` restated as asked, each on the one before: over blocks of ``rank_multiple``
+    values, then with every layer's first ``min_rank`` values kept (in whole blocks)."""
     restated = []
     if rank_multiple > 1:
         restated.append(Multiples(problem, rank_multiple))
@@ -182,6 +182,14 @@ def _solve(problem, method, rank_multiple, min_rank, options) -> solvers.Allocat
         floors = ({name: -(-int(m) // rank_multiple) for name, m in min_rank.items()} if isinstance(min_rank, dict)
                   else -(-int(min_rank) // rank_multiple))  # in blocks: the least whole blocks that reach it
         restated.append(Floors(restated[-1].problem if restated else problem, floors))
+    return restated
+
+
+def _solve(problem, method, rank_multiple, min_rank, options) -> solvers.Allocation:
+    """Solve ``problem`` restated as asked (see :func:`_restatements`); every method solves the
+    restated problem, and a floor out of the budget's reach is refused first."""
+    restated = _restatements(problem, rank_multiple, min_rank)
+    if min_rank:
         restated[-1].check_feasible()
     for r in restated:
         problem, options = r.problem, r.options(options)
@@ -198,9 +206,8 @@ def _cut(alloc: solvers.Allocation) -> list[str]:
 
 def _fits_floors(problem, rank_multiple: int, floors: dict) -> bool:
     """Whether the budget allows those layers a rank of at least their floor."""
-    blocked = Multiples(problem, rank_multiple).problem if rank_multiple > 1 else problem
     try:
-        Floors(blocked, {name: -(-m // rank_multiple) for name, m in floors.items()}).check_feasible()
+        _restatements(problem, rank_multiple, floors)[-1].check_feasible()
     except (solvers.InfeasibleBudgetError, ValueError):
         return False
     return True
@@ -262,6 +269,7 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
     attempts = max(resources.get(r).attempts for r in budget)
     fractions: dict[str, float] = {}  # per resource, the share of its limit a plan aims at (< 1 once a model missed it)
     ceilings: dict[str, Ceiling] | None = None
+    _check_layer_names(min_rank, table)
     for attempt in range(1, attempts + 1):
         problem = table.problem(budget, scheme, settings=settings)
         if ceilings is None:  # measured once: the least a plan reaches in each measured resource
@@ -278,7 +286,6 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
             if measured is None and provider.measure is not None:
                 measured = provider.measure(table, problem, batches, loss, label)
             options = {**provider.options(table, problem, measured, batches, select_batches, loss, label), **solver_options}
-        _check_layer_names(min_rank, table)
         alloc = _solve(problem, method, rank_multiple, 0 if min_rank == "auto" else min_rank, options)
         if min_rank == "auto":
             alloc = _keep_every_path(alloc, problem, method, rank_multiple, options)

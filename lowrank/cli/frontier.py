@@ -12,16 +12,12 @@ from ..experiment.store import ResultStore
 from ..kinds import scheme_names
 from ..experiment.sweep import DEFAULT_CACHE, DEFAULT_DB, SweepConfig, run_sweep
 from ..report import make_report
-from ..report.frontier import frontier
+from ..report.frontier import frontier, measured_resources
 from . import options
 
 
-def _measured() -> list[str]:
-    return [r for r in resources.names() if not resources.get(r).cheap]
-
-
 def add(sub) -> None:
-    measured = _measured()
+    measured = measured_resources()
     cmd = sub.add_parser(
         "frontier", help="speed versus accuracy of one model under a row of measured budgets, and the fastest plan within a drop",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -69,19 +69,24 @@ def measured_ceilings(model: nn.Module, table: LayerTable, problem: Problem, set
     """Per measured resource of ``problem``: its :class:`Ceiling`, the cheapest plan rebuilt and
     read against ``model``."""
     out = {}
+    prices = table.prices_of(problem.resources, settings)
     for i, name in enumerate(problem.resources):
         resource = resources.get(name)
         if resource.cheap:
             continue
         total = float(problem.reference_cost[i])
         alloc = cheapest(problem, i)
-        prices = table.prices_of(problem.resources, settings)
         plan = Plan.from_allocation(alloc, table.layers, prices, {r: float("inf") for r in problem.resources})
         rebuilt = rebuild(model, plan, table=table)
         check = resource.compare(model, rebuilt, table.example_input, settings.get(name) or resource.default_settings())
-        in_layers = sum(float(problem.groups[j].dense_cost[i]) for j in problem.default_active().nonzero()[0])
+        in_layers = layers_dense(problem, i)
         out[name] = Ceiling(name, in_layers / total, float(alloc.cost[i]) / total, check.rebuilt / check.original)
     return out
+
+
+def layers_dense(problem: Problem, resource: int) -> float:
+    """What the changeable layers cost left dense (one alternative each: their dense cost is the same)."""
+    return sum(float(problem.groups[j].dense_cost[resource]) for j in np.flatnonzero(problem.default_active()))
 
 
 def with_alive_floors(problem: Problem, ceilings: Mapping[str, Ceiling]) -> None:
@@ -112,14 +117,15 @@ def on_the_network_clock(problem: Problem, ceilings: Mapping[str, Ceiling]) -> P
         if lowest[i] <= problem.budgets[i]:
             continue
         total = float(problem.reference_cost[i])
-        cheapest_plan = cheapest(problem, i)
-        layers_dense = sum(float(problem.groups[j].dense_cost[i]) for j in np.flatnonzero(cheapest_plan.active))
-        layers_cheapest = float(cheapest_plan.cost[i]) - float(problem.base_cost[i])
-        scale = (1.0 - ceiling.measured_floor) * total / (layers_dense - layers_cheapest) if layers_dense > layers_cheapest else 0.0
+        dense = layers_dense(problem, i)
+        at_cheapest = float(lowest[i]) - float(problem.base_cost[i])  # the cheapest plan's layers
+        scale = (1.0 - ceiling.measured_floor) * total / (dense - at_cheapest) if dense > at_cheapest else 0.0
         if not np.isfinite(scale) or scale <= 0:
             continue
-        base[i] = max(total - scale * layers_dense, 0.0)
+        base[i] = max(total - scale * dense, 0.0)
         groups = [_scaled(g, i, scale) for g in groups]
+    if groups == list(problem.groups):
+        return problem
     return Problem(groups, problem.budgets, problem.resources, base, problem.reference_cost, problem.objective,
                    dict(problem.meta))
 

@@ -137,10 +137,15 @@ class Frontier:
         return path
 
 
+def measured_resources() -> list[str]:
+    """The registered resources read off a meter (a frontier's speed axis), in order."""
+    return [r for r in resources.names() if not resources.get(r).cheap]
+
+
 def frontier(rows: list[dict], resource: str | None = None, within: float = 1.0) -> Frontier:
     """The frontier of one model's runs (rows of a sweep, status ok) under budgets on a
     measured ``resource`` (default: the first registered measured resource)."""
-    resource = resource or next(r for r in resources.names() if not resources.get(r).cheap)
+    resource = resource or measured_resources()[0]
     ok = [r for r in rows if r.get("status") == "ok" and r.get(resource) and r.get(f"original_{resource}")]
     if not ok:
         raise ValueError(f"no run with a measured {resources.get(resource).label} to draw a frontier from")

@@ -5,8 +5,8 @@ The meter is a clock (:mod:`lowrank.timing`): every layer a plan can change is t
 and factorised at a grid of ranks on the target's device, dtype and thread count, with one
 random input per recorded call at the target's batch; the whole model is timed in turn with
 every such layer's dense form (what the layers do not explain, activations, pooling,
-normalisation, is the fixed base cost; BatchNorm is folded first, as deployed, unless the
-target says not to); a rebuilt model is timed alternately with the
+normalisation, is the fixed base cost; BatchNorm is folded first, as deployed, where the
+target says so); a rebuilt model is timed alternately with the
 original, round by round, and holds its limit within the measured noise. Timings are kept
 on disk (``$LOWRANK_LATENCY_CACHE`` or ``~/.cache/lowrank/latency``, or the target's
 ``cache_dir``) keyed by the layer, the target and the library versions. See

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .. import data
+from ..util.batches import sample_batches
 from ..util.inputs import take
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -35,10 +36,6 @@ class ZooEntry:
     sampler: Callable[[nn.Module], str] | None = None  # model -> what it writes (a language model), shown in reports
     calib_samples: int | None = 128  # what a sweep draws for calibration by default (None: the whole part)
     select_samples: int | None = None  # ... and for choosing COBLA's candidate
-    # compress(model, entry) takes those same draws (seed 0) rather than the whole parts: the CLI
-    # then plans as the sweeps do, and a method that runs the network on every calibration
-    # sample per candidate (sensitivity, COBLA's start) takes seconds, not minutes
-    compress_samples: bool = True
 
     @property
     def weights_path(self) -> Path:
@@ -56,22 +53,21 @@ class ZooEntry:
         return self.loader is not None or self.weights_path.exists()
 
     def calibration(self, batch_size: int = 250):
-        """The calibration part as (inputs, labels) batches: what compress takes gradients on
-        (where ``compress_samples`` is set, the draw a sweep of seed 0 makes)."""
+        """The calibration draw a sweep of seed 0 makes, as (inputs, labels) batches: what
+        compress takes gradients on. The draw, not the whole part: the CLI then plans as the
+        sweeps do, and a method that runs the network on every calibration sample per candidate
+        (sensitivity, COBLA's start) takes seconds, not minutes."""
         return self._part("calib", self.calib_samples, batch_size)
 
     def selection(self, batch_size: int = 250):
-        """The selection part: scores candidate allocations, disjoint from calib and test."""
+        """The selection draw a sweep of seed 0 makes: scores candidate allocations, disjoint
+        from calib and test."""
         return self._part("select", self.select_samples, batch_size)
 
     def _part(self, part: str, sweep_samples: int | None, batch_size: int):
-        if self.compress_samples:
-            from ..util.batches import sample_batches
-
-            whole = getattr(self.splits, part)
-            n = sweep_samples if sweep_samples is not None and sweep_samples < len(whole[1]) else None  # a small part: all of it
-            return sample_batches(whole, n, seed=0, batch_size=batch_size)
-        return self.splits.batches(part, batch_size)
+        whole = getattr(self.splits, part)
+        n = sweep_samples if sweep_samples is not None and sweep_samples < len(whole[1]) else None  # a small part: all of it
+        return sample_batches(whole, n, seed=0, batch_size=batch_size)
 
     def load(self, check: bool = True) -> nn.Module:
         """The trained model (eval mode), its weights checked against the recorded SHA-256."""
