@@ -40,9 +40,9 @@ class LatencyTarget:
     ``~/.cache/lowrank/latency``; ``""``: no disk cache; see lowrank.resources.latency).
     ``fold_batchnorm``: time models with each BatchNorm folded into the layer before it, as
     deployed models run (lowrank.util.fold). Off by default: with it, the latency model
-    (layers timed alone plus the rest) under-predicted rebuilt resnet20-fmnist models by about
-    30% (predicted 0.61 of the original, measured 0.81), so plans missed and were planned
-    again down to cut networks; unfolded it predicted within 3%. ``runtime``: ``"eager"`` PyTorch
+    (layers timed alone plus the rest) under-predicted rebuilt resnet20-fmnist models by a
+    third (predicted 0.60 of the original, measured 0.91), so plans missed and were planned
+    again down to cut networks; unfolded it predicted within 5% (reports/fold_prediction.md). ``runtime``: ``"eager"`` PyTorch
     (default) or ``"onnxruntime"`` (CPU, float32; each timed module exported to ONNX first; see
     lowrank.util.runtimes); layer timings are cached per runtime.
     """
