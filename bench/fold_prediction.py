@@ -38,14 +38,16 @@ def main():
     rows = []
     for fold in (False, True):
         for budget in args.latency:
-            r = lowrank.compress(model, calib, Budget(latency=budget), method=args.method, scheme="auto", min_rank=0,
+            limit = Budget(latency=budget)
+            (name,) = limit  # the measured resource's name, as the budget spells it
+            r = lowrank.compress(model, calib, limit, method=args.method, scheme="auto", min_rank=0,
                                  measure_on=LatencyTarget(fold_batchnorm=fold))
             p = r.allocation.problem
-            i = p.resources.index("latency")
-            ceiling = r.ceilings["latency"]
+            i = p.resources.index(name)
+            ceiling = r.ceilings[name]
             rows.append({"fold_batchnorm": fold, "budget": budget, "attempts": r.plan.info["attempts"],
                          "predicted": round(float(r.allocation.cost[i] / p.reference_cost[i]), 3),
-                         "measured": round(r.latency.rebuilt_us / r.latency.original_us, 3),
+                         "measured": round(r.checks[name].rebuilt / r.checks[name].original, 3),
                          "accuracy": entry.evaluate(r.model, limit=1000),
                          "layers_at_rank_0": sum(row.rank == 0 and not row.dense for row in r.plan.rows),
                          "cheapest_predicted": round(ceiling.predicted_floor, 3), "cheapest_measured": round(ceiling.measured_floor, 3)})
