@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .problem import Allocation, Problem
+from .problem import Allocation, InfeasibleBudgetError, Problem
 from .registry import Need, register
 
 
@@ -12,7 +12,11 @@ def _largest_feasible(problem: Problem, candidates: np.ndarray, ranks_at, active
     lo, hi = 0, len(candidates) - 1  # candidates[0] must be feasible
     if not problem.fits(problem.cost(ranks_at(candidates[0]), active)):
         problem.check_feasible()  # raises with the smallest achievable cost
-        raise ValueError("the smallest candidate does not fit the budget")
+        raise InfeasibleBudgetError(
+            "infeasible budget for this method: even its smallest plan costs "
+            f"{_shares(problem, problem.cost(ranks_at(candidates[0]), active))}, over the budget "
+            "(the method keeps some rank in layers the budget needs cut). Raise the budget or use "
+            "method='cobla' or 'exact', which can cut any layer.")
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if problem.fits(problem.cost(ranks_at(candidates[mid]), active)):
@@ -22,12 +26,23 @@ def _largest_feasible(problem: Problem, candidates: np.ndarray, ranks_at, active
     return candidates[lo], ranks_at(candidates[lo])
 
 
+def _shares(problem: Problem, cost: np.ndarray) -> str:
+    ref = problem.reference_cost
+    return ", ".join(f"{name} {c / ref[i]:.1%} of the original" if ref is not None and ref[i] > 0 else f"{name} {c:.4g}"
+                     for i, (name, c) in enumerate(zip(problem.resources, cost)))
+
+
 def preferred_active(problem: Problem, share: float = 0.25) -> np.ndarray:
     """One alternative per layer for policies that cannot choose inside their search.
 
     Picks the alternative that keeps the most energy when spending the same ``share`` of the
     layer's dense parameters (the scheme whose spectrum is more compressible). A problem
     without a ``params`` resource compares by its last resource instead.
+
+    A measured cost (latency) can make one alternative dearer than another even at rank 0.
+    When the preferred choice cannot reach the budget at all, every layer takes instead the
+    alternative that is cheapest at rank 0 (each resource as a share of its budget), so a
+    budget the problem can meet is one the policy can meet.
     """
     size = problem.resources.index("params") if "params" in problem.resources else len(problem.resources) - 1
     active = np.zeros(len(problem.groups), dtype=bool)
@@ -38,7 +53,14 @@ def preferred_active(problem: Problem, share: float = 0.25) -> np.ndarray:
             r = int(min(g.full_rank, share * g.dense_cost[size] // per_rank))
             return g.energy_kept(r)
         active[max(idx, key=kept)] = True
-    return active
+    zeros = np.zeros(len(problem.groups), dtype=np.int64)
+    if problem.fits(problem.cost(zeros, active)):
+        return active
+    weight = np.where(np.isfinite(problem.budgets), 1.0 / np.maximum(problem.budgets, 1e-300), 0.0)
+    cheapest = np.zeros(len(problem.groups), dtype=bool)
+    for idx in problem.layers.values():
+        cheapest[min(idx, key=lambda i: float(problem.groups[i].cost(0) @ weight))] = True
+    return cheapest if problem.fits(problem.cost(zeros, cheapest)) else active
 
 
 @register("uniform")
@@ -117,7 +139,8 @@ def zhang(problem: Problem) -> Allocation:
     while not problem.fits(cost):
         if not heap:
             problem.check_feasible()
-            raise ValueError("zhang: no move left but the budget still does not hold")
+            raise InfeasibleBudgetError(f"infeasible budget for zhang: every layer at rank 0 still costs "
+                                        f"{_shares(problem, cost)}. Raise the budget or use method='cobla' or 'exact'.")
         _, gi, new = heapq.heappop(heap)
         cost = cost - groups[gi].cost(int(ranks[gi])) + groups[gi].cost(new)
         ranks[gi] = new

@@ -103,3 +103,34 @@ def test_separable_objective_errors():
         solve(p, "exact", objective="entropy")
     with pytest.raises(ValueError, match="must include 0"):
         from_samples(p, {g.name: ([1, g.full_rank], [1.0, 0.0]) for g in p.groups})
+
+
+def measured_alternatives_problem(budget_share):
+    """Two schemes per layer under one measured resource: the more compressible one ('spatial',
+    a fast-decaying spectrum) is the slower one even at rank 0, as a timed layer can be."""
+    groups = []
+    for i in range(3):
+        fast = np.geomspace(4.0, 0.01, 8)
+        flat = np.linspace(1.0, 0.9, 8)
+        groups.append(Group(f"l{i}/channel", flat, [1.0], [2.0], [20.0], layer=f"l{i}", option="channel"))
+        groups.append(Group(f"l{i}/spatial", fast, [1.0], [9.0], [20.0], layer=f"l{i}", option="spatial"))
+    dense = np.array([60.0])
+    return Problem(groups, budgets=budget_share * dense, resources=("latency",), reference_cost=dense)
+
+
+@pytest.mark.parametrize("method", ["uniform", "energy", "alds", "zhang"])
+def test_a_baseline_takes_the_alternative_that_can_reach_the_budget(method):
+    # At 30% only the cheaper-at-rank-0 scheme fits (3 x 2 = 6 at rank 0 versus 3 x 9 = 27).
+    p = measured_alternatives_problem(0.3)
+    alloc = solve(p, method)
+    assert alloc.feasible and all(p.groups[i].option == "channel" for i in np.flatnonzero(alloc.active))
+    # Where the preferred scheme can reach the budget, the baseline keeps it.
+    roomy = measured_alternatives_problem(0.9)
+    assert all(roomy.groups[i].option == "spatial" for i in np.flatnonzero(solve(roomy, method).active))
+
+
+def test_a_baseline_below_the_reachable_cost_says_the_smallest_achievable():
+    from solvers import InfeasibleBudgetError
+
+    with pytest.raises(InfeasibleBudgetError, match=r"smallest achievable .*10.0% of the original"):
+        solve(measured_alternatives_problem(0.05), "uniform")
