@@ -7,7 +7,8 @@ What a user picks for speed today is channel pruning. Here torch-pruning's ``Met
 with ``GroupMagnitudeImportance(p=2)`` prunes every layer by one ratio (the final Linear left
 alone), the ratio found by bisection so that the MACs counted on the pruned model (lowrank's
 independent counter, torch.utils.flop_counter) land at or just under each target. lowrank
-plans with ``exact`` (``--schemes``, activation basis, calibration from the zoo entry):
+plans with each ``--plans`` method and scheme (default ``exact`` with ``auto`` and ``spatial``,
+and ``cobla`` with ``auto``; activation basis, calibration and selection from the zoo entry):
 
 - at the same MAC budgets, and
 - under a latency budget equal to each pruned model's measured time (the speed pruning
@@ -102,8 +103,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=["vgg-fmnist", "resnet20-fmnist"])
     ap.add_argument("--macs", nargs="*", type=float, default=[0.5, 0.3])
-    ap.add_argument("--latency", nargs="*", type=float, default=[0.8, 0.7, 0.6], help="lowrank's own latency budgets, besides pruning's speeds")
-    ap.add_argument("--schemes", nargs="*", default=["auto", "spatial"])
+    ap.add_argument("--latency", nargs="*", type=float, default=[0.8, 0.7], help="lowrank's own latency budgets, besides pruning's speeds")
+    ap.add_argument("--plans", nargs="*", default=["exact:auto", "exact:spatial", "cobla:auto"], help="lowrank's method:scheme pairs")
     ap.add_argument("--ft-samples", type=int, default=15000)
     ap.add_argument("--kd", type=float, default=0.5)
     ap.add_argument("--eval", type=int, default=2000)
@@ -133,17 +134,18 @@ def main():
             speeds.append(row["speedup"])
         budgets = [Budget(macs=m) for m in args.macs] + [Budget(latency=round(1 / s, 3)) for s in speeds] + \
                   [Budget(latency=f) for f in args.latency]
-        for scheme in args.schemes:
+        for method, scheme in (p.split(":") for p in args.plans):
             for budget in budgets:
                 t0 = time.perf_counter()
                 try:
-                    result = lowrank.compress(original, entry, budget, method="exact", scheme=scheme,
+                    torch.manual_seed(0)
+                    result = lowrank.compress(original, entry, budget, method=method, scheme=scheme,
                                               measure_on=plan_target if budget.stored().get("latency") else None)
                 except lowrank.InfeasibleBudgetError as err:
-                    print(f"{name} {scheme} {budget}: {err}", file=sys.stderr)
+                    print(f"{name} {method} {scheme} {budget}: {err}", file=sys.stderr)
                     continue
                 plan = ", ".join(f"{k} {v:g}" for k, v in budget.stored().items())
-                rows.append(measure(name, f"lowrank exact ({scheme})", plan, result.model, original, entry, x, target, args,
+                rows.append(measure(name, f"lowrank {method} ({scheme})", plan, result.model, original, entry, x, target, args,
                                     full, plan_seconds=round(time.perf_counter() - t0, 1)))
     write_report(args.out, args.name, rows, page(rows, originals, controls, args, tp.__version__))
     plot(rows, controls, Path(args.out) / f"{args.name}.png")
@@ -161,7 +163,8 @@ def page(rows, originals, controls, args, tp_version) -> list[str]:
         "",
         f"Made by `{command(__file__)}` on {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"torch-pruning {tp_version}. Pruning: `MetaPruner`, `GroupMagnitudeImportance(p=2)`, one channel ratio for "
-        "every layer (final Linear left alone), bisected to the MAC target. lowrank: `exact`, activation basis, "
+        "every layer (final Linear left alone), bisected to the MAC target. lowrank: " + ", ".join(f"`{p}`" for p in args.plans) +
+        " (method:scheme), activation basis, "
         "calibration from the zoo entry; at the same MAC budgets, and under a latency budget equal to each pruned "
         "model's measured time. Fine-tuning, the same for every model and the original (the control): 1 epoch of "
         f"{args.ft_samples:,} training images, distillation {args.kd:g} from the original, seed 0. Accuracy: top-1 on "
