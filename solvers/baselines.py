@@ -13,10 +13,10 @@ def _largest_feasible(problem: Problem, candidates: np.ndarray, ranks_at, active
     if not problem.fits(problem.cost(ranks_at(candidates[0]), active)):
         problem.check_feasible()  # raises with the smallest achievable cost
         raise InfeasibleBudgetError(
-            "infeasible budget for this method: even its smallest plan costs "
-            f"{_shares(problem, problem.cost(ranks_at(candidates[0]), active))}, over the budget "
-            "(the method keeps some rank in layers the budget needs cut). Raise the budget or use "
-            "method='cobla' or 'exact', which can cut any layer.")
+            "infeasible budget for this method: its smallest plan (one scheme per layer, chosen before the search) "
+            f"costs {_shares(problem, problem.cost(ranks_at(candidates[0]), active))}, over the budget; another mix "
+            "of schemes may fit. Raise the budget or use method='exact' or 'cobla', which choose schemes inside "
+            "the search.")
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if problem.fits(problem.cost(ranks_at(candidates[mid]), active)):

@@ -134,3 +134,17 @@ def test_a_baseline_below_the_reachable_cost_says_the_smallest_achievable():
 
     with pytest.raises(InfeasibleBudgetError, match=r"smallest achievable .*10.0% of the original"):
         solve(measured_alternatives_problem(0.05), "uniform")
+
+
+def test_a_baseline_whose_scheme_choice_cannot_fit_two_budgets_says_so():
+    from solvers import InfeasibleBudgetError
+
+    # One layer, two schemes: each is cheap in one resource and dear in the other at rank 0, so
+    # each resource alone could be met (the problem's smallest cost fits) but no choice meets both.
+    values = np.linspace(1.0, 0.5, 4)
+    groups = [Group("l/a", values, [1.0, 1.0], [1.0, 10.0], [20.0, 20.0], layer="l", option="a"),
+              Group("l/b", values, [1.0, 1.0], [10.0, 1.0], [20.0, 20.0], layer="l", option="b")]
+    p = Problem(groups, budgets=[5.0, 5.0], reference_cost=np.array([20.0, 20.0]))
+    p.check_feasible()  # per resource the least cost fits
+    with pytest.raises(InfeasibleBudgetError, match="choose schemes inside the search"):
+        solve(p, "uniform")
