@@ -221,6 +221,37 @@ def test_a_model_slower_than_planned_is_planned_again_for_less(fake_clock, monke
     assert result.plan.limits["latency"] == pytest.approx(0.7 * model_latency(model, example))  # the user's limit, not the tightened one
 
 
+def test_a_plan_for_less_starts_from_the_floors_the_last_attempt_found(fake_clock, monkeypatch):
+    """min_rank='auto' on a second attempt: the first plan cut a layer and was planned again with
+    a floor there; the rebuilt model then measured slow, so the plan for less starts from that
+    floor instead of planning the cut once more (one solve fewer), and still keeps every path."""
+    import sys
+
+    _, model_latency = fake_clock
+    model, calib, example = _lenet_data()
+    seen, floors_per_solve = [], []
+
+    def slow_first(a, b, x, target=None, rounds=11):
+        seen.append(model_latency(b, x))
+        slower = 1.25 if len(seen) == 2 else 1.0  # (the first reading is the cheapest plan's: the ceiling)
+        return SpeedCheck(model_latency(a, x), slower * seen[-1], 0.0, rounds, target or LatencyTarget())
+
+    module = sys.modules["lowrank.compress"]
+    solve = module._solve
+
+    def counting(problem, method, rank_multiple, min_rank, options):
+        floors_per_solve.append(min_rank)
+        return solve(problem, method, rank_multiple, min_rank, options)
+
+    monkeypatch.setattr(timing, "compare_speed", slow_first)
+    monkeypatch.setattr(module, "_solve", counting)
+    result = lowrank.compress(model, calib, Budget(latency=0.35), method="exact", scheme="auto", basis="weight")
+    assert result.plan.info["attempts"] == 2 and result.latency.held
+    first, floored, second = floors_per_solve  # attempt 1: the plan, then with floors; attempt 2: from those floors
+    assert not first and floored and second == floored
+    assert not result.severed_by and all(rank >= 1 for layer, (g, rank) in result.allocation.by_layer().items() if layer in floored)
+
+
 def test_a_sweep_row_under_a_latency_budget(fake_clock, monkeypatch, tmp_path):
     """A run's row takes latency from the alternating check, and ``fits`` from whether it held."""
     from lowrank.experiment.runner import RunSpec, execute_run
