@@ -56,11 +56,13 @@ def preferred_active(problem: Problem, share: float = 0.25) -> np.ndarray:
     zeros = np.zeros(len(problem.groups), dtype=np.int64)
     if problem.fits(problem.cost(zeros, active)):
         return active
-    weight = np.where(np.isfinite(problem.budgets), 1.0 / np.maximum(problem.budgets, 1e-300), 0.0)
-    cheapest = np.zeros(len(problem.groups), dtype=bool)
-    for idx in problem.layers.values():
-        cheapest[min(idx, key=lambda i: float(problem.groups[i].cost(0) @ weight))] = True
+    cheapest = problem.cheapest_active(_per_budget(problem))
     return cheapest if problem.fits(problem.cost(zeros, cheapest)) else active
+
+
+def _per_budget(problem: Problem) -> np.ndarray:
+    """Weights that read a cost per resource as shares of its budget (0 where unconstrained)."""
+    return np.where(np.isfinite(problem.budgets), 1.0 / np.maximum(problem.budgets, 1e-300), 0.0)
 
 
 @register("uniform")
@@ -121,7 +123,7 @@ def zhang(problem: Problem) -> Allocation:
     active = preferred_active(problem)
     groups = problem.groups
     ranks = np.array([g.full_rank for g in groups], dtype=np.int64)
-    over_weight = np.where(np.isfinite(problem.budgets), 1.0 / np.maximum(problem.budgets, 1e-300), 0.0)
+    over_weight = _per_budget(problem)
     kept = [np.concatenate([[0.0], np.cumsum(g.values**2)]) for g in groups]
 
     def move(gi):

@@ -237,6 +237,14 @@ class Problem:
     def fits(self, cost: np.ndarray) -> bool:
         return bool(np.all(np.asarray(cost) <= self.budgets))
 
+    def cheapest_active(self, weight: np.ndarray) -> np.ndarray:
+        """Per layer, the alternative whose rank-0 cost weighted by ``weight`` (one entry per
+        resource) is least: the scheme choice of the cheapest plan."""
+        active = np.zeros(len(self.groups), dtype=bool)
+        for idx in self.layers.values():
+            active[min(idx, key=lambda i: float(self.groups[i].cost(0) @ weight))] = True
+        return active
+
     def min_cost(self) -> np.ndarray:
         """Smallest achievable cost per resource (every layer at rank 0, cheapest alternative)."""
         total = self.base_cost.copy()

@@ -59,9 +59,7 @@ class Ceiling:
 
 def cheapest(problem: Problem, resource: int) -> Allocation:
     """Every layer at rank 0 in its alternative that costs least there in ``resource``."""
-    active = np.zeros(len(problem.groups), dtype=bool)
-    for idx in problem.layers.values():
-        active[min(idx, key=lambda i: problem.groups[i].cost(0)[resource])] = True
+    active = problem.cheapest_active(np.eye(len(problem.resources))[resource])
     return Allocation(problem, np.zeros(len(problem.groups), dtype=np.int64), "cheapest", active=active)
 
 
