@@ -84,3 +84,17 @@ def test_a_later_call_adds_to_the_frontier(tmp_path, monkeypatch, capsys):
     assert "| exact | 0.98 |" in out and "| uniform | 0.98 |" in out
     assert main(["frontier", "--budgets", "0.98", "--methods", "uniform", "--eval-samples", "50", *common]) == 0
     assert "| exact |" not in capsys.readouterr().out.split("## ")[-1]  # another evaluation: not the same frontier
+
+
+def test_runs_timed_on_another_target_are_left_out_of_the_frontier():
+    """A run stored before the target changed (BatchNorm not folded: its key does not name
+    the target it was timed on) is not drawn beside runs timed as deployed."""
+    from lowrank.cli.frontier import same_recipe
+    from lowrank.experiment.sweep import SweepConfig
+
+    config = SweepConfig.from_dict({"name": "f", "models": ["lenet5-digits"], "budgets": [{"latency": 0.8}],
+                                    "methods": ["exact"], "schemes": ["channel"]}, source="test")
+    run = config.runs()[0]
+    now = {**run.to_dict(), "spec": run.to_dict(), "key": run.key}
+    before = {**now, "key": "479347f845d3d9f78e4fea2a"}
+    assert same_recipe([now, before], config, "latency") == [now]

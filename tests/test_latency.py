@@ -314,3 +314,30 @@ def test_a_latency_target_names_its_runtime():
         LatencyTarget(runtime="tvm")
     with pytest.raises(ValueError, match="float32 models on the CPU"):
         LatencyTarget(runtime="onnxruntime", device="cuda")
+
+
+def test_where_a_latency_run_is_timed_is_part_of_its_key(monkeypatch):
+    """Runs timed with BatchNorm folded (the default) and unfolded are different runs: a
+    results store must not mix them in one frontier. Runs with no measured budget keep
+    their keys."""
+    from lowrank.experiment.runner import RunSpec
+
+    run = dict(model="lenet5-fmnist", method="exact", scheme="auto")
+    folded = RunSpec(**run, limits=(("latency", 0.8),)).key
+    macs = RunSpec(**run, limits=(("macs", 0.5),)).key
+    monkeypatch.setattr(type(LATENCY), "default_settings", lambda self: LatencyTarget(fold_batchnorm=False))
+    assert RunSpec(**run, limits=(("latency", 0.8),)).key != folded
+    assert RunSpec(**run, limits=(("macs", 0.5),)).key == macs
+
+
+def test_the_cli_sets_whether_batchnorm_is_folded():
+    import argparse
+
+    from lowrank.cli import options
+
+    parser = argparse.ArgumentParser()
+    options.add_settings_flags(parser)
+    (target,) = options.settings_of(parser.parse_args([]))
+    assert target.fold_batchnorm and target == LatencyTarget()
+    (target,) = options.settings_of(parser.parse_args(["--no-latency-fold-batchnorm", "--latency-threads", "2"]))
+    assert target == LatencyTarget(fold_batchnorm=False, threads=2)

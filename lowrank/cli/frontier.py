@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import resources
+from ..experiment.runner import RunSpec
 from ..experiment.store import ResultStore
 from ..kinds import scheme_names
 from ..experiment.sweep import DEFAULT_CACHE, DEFAULT_DB, SweepConfig, run_sweep
@@ -57,14 +58,17 @@ def add(sub) -> None:
 def same_recipe(rows: list[dict], config: SweepConfig, resource: str) -> list[dict]:
     """Every stored run of the config's model under a budget on ``resource`` alone, evaluated
     and fine-tuned as this config says: a frontier grows with each call (another method, more
-    budgets) instead of forgetting the runs made before."""
+    budgets) instead of forgetting the runs made before. A run timed on another target (its
+    key, which names the target, is not the one its spec has now: e.g. BatchNorm not
+    folded) is left out."""
     (model,) = config.models
     others = [r for r in resources.names() if r != resource]
     spec = config.runs()[0]
     return [r for r in rows if r.get("model") == model and r.get(f"budget_{resource}") is not None
             and all(r.get(f"budget_{o}") is None for o in others)
             and all((r.get("spec") or {}).get(k) == getattr(spec, k)
-                    for k in ("eval_samples", "finetune_epochs", "finetune_samples", "kd", "seed"))]
+                    for k in ("eval_samples", "finetune_epochs", "finetune_samples", "kd", "seed"))
+            and bool(r.get("spec")) and RunSpec.from_dict(r["spec"]).key == r.get("key")]
 
 
 def _frontier(args) -> int:

@@ -136,9 +136,12 @@ def add_settings_flags(parser) -> None:
         group = parser.add_argument_group(f"where --{name} is measured (layers are measured once and cached on disk)")
         fields = {f.name: f for f in dataclasses.fields(res.settings_type)}
         for field, help in res.settings_flags.items():
-            default = fields[field].default
+            default, flag = fields[field].default, f"--{name}-{field.replace('_', '-')}"
+            if isinstance(default, bool):  # --latency-fold-batchnorm / --no-latency-fold-batchnorm
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help, dest=f"{name}_{field}")
+                continue
             kind = type(default) if default is not None else str
-            group.add_argument(f"--{name}-{field}", type=kind, default=default, help=help, dest=f"{name}_{field}")
+            group.add_argument(flag, type=kind, default=default, help=help, dest=f"{name}_{field}")
 
 
 def settings_of(args) -> list:

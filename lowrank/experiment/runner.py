@@ -99,7 +99,11 @@ class RunSpec:
             del flat["basis"]
         if flat["rank_multiple"] == 1:  # likewise before rank multiples
             del flat["rank_multiple"]
-        return digest({k: v for k, v in flat.items() if not (k.startswith("budget_") and v is None and k not in _KEY_BUDGET_FIELDS)})
+        key = {k: v for k, v in flat.items() if not (k.startswith("budget_") and v is None and k not in _KEY_BUDGET_FIELDS)}
+        measured = {r: repr(resources.get(r).default_settings()) for r, _ in self.limits if not resources.get(r).cheap}
+        if measured:  # where a measured budget is read (a latency target, folded or not) is part of the run
+            key["measured_on"] = measured
+        return digest(key)
 
     @property
     def budget(self) -> Budget:

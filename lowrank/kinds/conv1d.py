@@ -59,8 +59,10 @@ class FactorizedConv1d(nn.Module):
     def forward(self, x):
         if self.rank > 0:
             return self.second(self.first(x))
-        out = x.new_zeros(*x.shape[:-2], self.out_channels, self._output_length(x))
-        return out + self.bias[:, None] if self.bias is not None else out
+        size = (*x.shape[:-2], self.out_channels, self._output_length(x))
+        if self.bias is None:
+            return x.new_zeros(size)
+        return self.bias[:, None].to(x.dtype).expand(size).contiguous()  # one pass: zeros plus the bias took three
 
 
 class Conv1dChannel(LayerScheme):
