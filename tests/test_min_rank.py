@@ -139,3 +139,31 @@ def test_the_cli_takes_min_rank(tmp_path, capsys):
         main(["compress", "--model", str(tmp_path / "mine.pt"), "--calib", str(tmp_path / "calib.pt"), "--macs", "0.3",
               "--min-rank", "x=-1"])
     assert "expected auto, a non-negative integer or LAYER=N pairs" in capsys.readouterr().err
+
+
+def test_a_plan_that_keeps_a_path_is_never_traded_for_one_that_cuts_the_network():
+    """At 4% of the MACs, min_rank=0 zeroes four residual branches (the skips keep the model
+    alive); floors on those four made the next plan zero a downsampling block's branch and
+    its shortcut together, a constant model. The default keeps the plan with a path."""
+    torch.manual_seed(0)
+    model = ResNet(blocks=1).eval()
+    x, y = torch.randn(48, 1, 28, 28), torch.randint(0, 10, (48,))
+    calib = [(x[:32], y[:32]), (x[32:], y[32:])]
+    result = lowrank.compress(model, calib, Budget(macs=0.04), method="exact", basis="weight")
+    assert "severed_by" not in result.plan.info
+    assert _fits(result, x)
+
+
+def test_where_a_rank_for_every_cut_layer_does_not_fit_the_layers_that_sever_get_one():
+    """resnet20-fmnist at latency 0.7 cut its stem and five residual-branch layers; a rank for
+    all six did not fit, a rank for the stem alone did: the stem gets it, the branches stay cut."""
+    from lowrank.compress import wanted_floors
+    from lowrank.layers.graph import severing
+
+    graph = lowrank.LayerTable(ResNet(blocks=3).eval(), torch.randn(1, 1, 28, 28)).graph
+    cut = ["stem.0", "stages.7.conv1", "stages.7.conv2", "stages.8.conv1", "stages.8.conv2"]
+    assert severing(graph, cut) == ["stem.0"]
+    few = lambda floors: len(floors) <= 2  # the budget allows a rank in two more layers at most
+    assert wanted_floors(cut, {"stages.6.conv1": 1}, few, lambda c: severing(graph, c)) == {"stages.6.conv1": 1, "stem.0": 1}
+    assert wanted_floors(cut, {}, lambda f: True, lambda c: severing(graph, c)) == {name: 1 for name in cut}  # all, where they fit
+    assert wanted_floors(cut[1:], {}, few, lambda c: severing(graph, c)) is None  # only branches: the skips keep the path
