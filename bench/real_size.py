@@ -2,8 +2,8 @@
 latency) budgets, each timed in turn with its original on the runtime a user deploys with.
 
     python bench/real_size.py [--models resnet18 resnet50 vgg16 mobilenetv2] [--macs 0.3 0.5 0.7]
-        [--latency 0.6] [--batches 1 32] [--threads 1 2] [--runtimes eager onnxruntime]
-        [--schemes channel spatial] [--rounds 7]
+        [--latency 0.6 [--and-macs 0.5]] [--batches 1 32] [--threads 1 2] [--runtimes eager onnxruntime]
+        [--schemes channel spatial auto] [--rounds 7]
 
 torchvision's ResNet-18, ResNet-50 and VGG-16 are architectures only (random weights: timing
 does not depend on the values, though the ranks ``exact`` picks from their flat spectra do);
@@ -64,6 +64,8 @@ def main():
     ap.add_argument("--models", nargs="*", default=["resnet18", "resnet50", "vgg16", "mobilenetv2"])
     ap.add_argument("--macs", nargs="*", type=float, default=[0.3, 0.5, 0.7])
     ap.add_argument("--latency", nargs="*", type=float, default=[], help="latency budgets (each planned on its own target)")
+    ap.add_argument("--and-macs", type=float, default=None,
+                    help="each latency budget also keeps at most this share of the MACs (both hold at once)")
     ap.add_argument("--batches", nargs="*", type=int, default=[1, 32])
     ap.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     ap.add_argument("--runtimes", nargs="*", default=["eager", "onnxruntime"])
@@ -82,7 +84,7 @@ def main():
         print(f"{name}: loaded in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         for scheme in args.schemes:
             table = lowrank.LayerTable(original, x)
-            plans = [(Budget(macs=m), None) for m in args.macs] + [(Budget(latency=f), t) for f in args.latency for t in targets]
+            plans = [(Budget(macs=m), None) for m in args.macs] + [(Budget(latency=f, macs=args.and_macs), t) for f in args.latency for t in targets]
             for budget, plan_target in plans:
                 t0 = time.perf_counter()
                 result = lowrank.compress(original, x, budget, method="exact", scheme=scheme, basis="weight", table=table,

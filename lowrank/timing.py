@@ -66,6 +66,11 @@ class LatencyTarget:
         if self.runtime == "onnxruntime" and (self.dtype != "float32" or (self.device or "cpu").startswith("cuda")):
             raise ValueError("LatencyTarget: runtime 'onnxruntime' times float32 models on the CPU here")
 
+    def __str__(self) -> str:
+        return (f"{'ONNX Runtime' if self.runtime == 'onnxruntime' else 'eager PyTorch'}, {self.device or 'model device'}, "
+                f"{self.threads} thread(s), batch {self.batch}, {self.dtype}, "
+                f"BatchNorm {'folded' if self.fold_batchnorm else 'not folded'}")
+
     @property
     def torch_dtype(self) -> torch.dtype:
         return getattr(torch, self.dtype)
@@ -200,10 +205,7 @@ class SpeedCheck:
         return self.original_us / self.rebuilt_us
 
     def __str__(self) -> str:
-        t = self.target
-        where = f"{'ONNX Runtime, ' if t.runtime == 'onnxruntime' else ''}{t.device or 'model device'}, {t.threads} thread(s), " \
-                f"batch {t.batch}, {t.dtype}{'' if t.fold_batchnorm else ', BatchNorm not folded'}"
-        return (f"measured ({where}, {self.rounds} alternating rounds): original {self.original_us:,.0f} us, "
+        return (f"measured ({self.target}, {self.rounds} alternating rounds): original {self.original_us:,.0f} us, "
                 f"rebuilt {self.rebuilt_us:,.0f} us +- {self.noise_us:,.0f} us, speedup {self.speedup:.2f}x")
 
 

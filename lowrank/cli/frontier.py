@@ -91,6 +91,7 @@ def _frontier(args) -> int:
     make_report(rows, out, title=f"lowrank frontier {args.model}: {resources.get(args.resource).label} versus {rows[0]['metric_name']}")
     result.plot(out / "frontier.png")
     text = result.to_markdown()
+    text += f"\nMeasured on: {resources.get(args.resource).default_settings()}.\n"
     (out / "frontier.md").write_text(text + "\n![speed versus metric](frontier.png)\n")
     print(text)
     print(f"frontier: {out / 'frontier.md'} (plot frontier.png; every run: index.md)", file=sys.stderr)
