@@ -10,6 +10,7 @@ from .kinds import DEFAULT_SCHEME, SCHEMES, FactorizedConv2d, FactorizedLinear
 from .planning.plan import Plan
 from .planning.rebuild import rebuild
 from .planning.table import LayerTable
+from .recalibrate import recalibrate_batchnorm
 from .timing import LatencyTarget, compare_speed
 from .version import __version__
 from . import compat  # noqa: E402,F401  (older module paths such as lowrank.model.table keep working)
@@ -17,5 +18,5 @@ from . import compat  # noqa: E402,F401  (older module paths such as lowrank.mod
 __all__ = [
     "Budget", "CompressionResult", "DEFAULT_SCHEME", "FactorizedConv2d", "FactorizedLinear", "InfeasibleBudgetError",
     "LatencyTarget", "LayerTable", "MaskedModel", "Plan", "SCHEMES", "SeveredModelWarning", "compare_speed", "compress",
-    "evaluate", "finetune", "kinds", "rebuild", "resources",
+    "evaluate", "finetune", "kinds", "rebuild", "recalibrate_batchnorm", "resources",
 ]

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = [
     ["solvers", "lowrank.solvers"],
     ["lowrank.util", "lowrank.version"],
-    ["lowrank.kinds", "lowrank.timing", "lowrank.data", "lowrank.export", "lowrank.finetuning"],
+    ["lowrank.kinds", "lowrank.timing", "lowrank.data", "lowrank.export", "lowrank.finetuning", "lowrank.recalibrate"],
     ["lowrank.layers", "lowrank.zoo"],
     ["lowrank.resources"],
     ["lowrank.budget", "lowrank.factorise"],

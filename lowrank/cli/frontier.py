@@ -48,6 +48,8 @@ def add(sub) -> None:
     cmd.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune every rebuilt model (default 0)")
     cmd.add_argument("--finetune-samples", type=int, default=None, help="cap on samples per fine-tuning epoch")
     cmd.add_argument("--kd", type=float, default=0.0, help="distillation weight from the original (default 0)")
+    cmd.add_argument("--recalibrate", type=int, default=0, help="re-estimate each rebuilt model's BatchNorm statistics on "
+                     "this many calibration samples before evaluating and fine-tuning it (default 0: none)")
     cmd.add_argument("--db", default=str(DEFAULT_DB), help=f"the results database (default {DEFAULT_DB})")
     cmd.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"cache of per-model shared work (default {DEFAULT_CACHE})")
     cmd.add_argument("--out", help="output folder (default reports/frontier-MODEL)")
@@ -67,7 +69,7 @@ def same_recipe(rows: list[dict], config: SweepConfig, resource: str) -> list[di
     return [r for r in rows if r.get("model") == model and r.get(f"budget_{resource}") is not None
             and all(r.get(f"budget_{o}") is None for o in others)
             and all((r.get("spec") or {}).get(k) == getattr(spec, k)
-                    for k in ("eval_samples", "finetune_epochs", "finetune_samples", "kd", "seed"))
+                    for k in ("eval_samples", "finetune_epochs", "finetune_samples", "kd", "recalibrate", "seed"))
             and bool(r.get("spec")) and RunSpec.from_dict(r["spec"]).key == r.get("key")]
 
 
@@ -79,6 +81,7 @@ def _frontier(args) -> int:
         "name": name, "models": [args.model], "budgets": [{args.resource: b} for b in args.budgets],
         "methods": args.methods, "schemes": args.schemes, "eval_samples": options.samples(args.eval_samples),
         "finetune_epochs": args.finetune_epochs, "finetune_samples": args.finetune_samples, "kd": args.kd,
+        "recalibrate": args.recalibrate,
     }, source="command line")
     config.check_models()
     print(f"frontier {name!r}: {len(config.runs())} runs, one at a time (timed runs must not share the CPU)", file=sys.stderr)

@@ -57,6 +57,8 @@ def add(sub) -> None:
     what.add_argument("--finetune-epochs", type=int, help="fine-tune each compressed model (default 0)")
     what.add_argument("--finetune-samples", type=int, help="cap on samples per fine-tuning epoch")
     what.add_argument("--kd", type=float, help="distillation weight from the original while fine-tuning (default 0)")
+    what.add_argument("--recalibrate", type=int, help="re-estimate each rebuilt model's BatchNorm statistics on this many "
+                      "calibration samples before evaluating it (default 0: none)")
     how = sweep.add_argument_group("how to run it")
     how.add_argument("--workers", type=int, default=None, help="parallel runs (default: one per CPU core)")
     how.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
@@ -87,7 +89,7 @@ def add(sub) -> None:
 
 def _config(args) -> SweepConfig:
     overrides = {}
-    for key in ("models", "methods", "seeds", "schemes", "bases", "rank_multiples", "calib_samples", "finetune_epochs", "finetune_samples", "kd", "name"):
+    for key in ("models", "methods", "seeds", "schemes", "bases", "rank_multiples", "calib_samples", "finetune_epochs", "finetune_samples", "kd", "recalibrate", "name"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value

@@ -28,6 +28,7 @@ from ..factorise.basis import BASES
 from ..finetuning import finetune
 from ..kinds import DEFAULT_SCHEME, check_scheme, scheme_names
 from ..planning.table import LayerTable
+from ..recalibrate import recalibrate_batchnorm
 from ..util.batches import as_batches, sample_batches
 from ..util.cache import DiskCache, digest
 from ..version import __version__
@@ -59,6 +60,7 @@ class RunSpec:
     finetune_epochs: int = 0
     finetune_samples: int | None = None  # cap on samples per fine-tuning epoch
     kd: float = 0.0  # distillation weight from the original model while fine-tuning
+    recalibrate: int = 0  # calibration samples the rebuilt model's BatchNorm statistics are re-estimated on (0: none)
 
     def __post_init__(self):
         limits = {r: v for r, v in dict(self.limits).items() if v is not None}
@@ -99,6 +101,8 @@ class RunSpec:
             del flat["basis"]
         if flat["rank_multiple"] == 1:  # likewise before rank multiples
             del flat["rank_multiple"]
+        if not flat["recalibrate"]:  # likewise before recalibration
+            del flat["recalibrate"]
         key = {k: v for k, v in flat.items() if not (k.startswith("budget_") and v is None and k not in _KEY_BUDGET_FIELDS)}
         measured = {r: repr(resources.get(r).default_settings()) for r, _ in self.limits if not resources.get(r).cheap}
         if measured:  # where a measured budget is read (a latency target, folded or not) is part of the run
@@ -250,10 +254,14 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
                       measured=measured, basis=run.basis, rank_multiple=run.rank_multiple)
     out["solver_seconds"] = float(result.allocation.info.get("solve_seconds", 0.0))
     out.update(_costs(result))
+    if run.recalibrate:  # after the checks: folded for timing, the statistics change no count or time
+        recalibrate_batchnorm(result.model, _samples(loaded, "calib", run.recalibrate, run.seed))
     # runs that reach the same plan in the same basis have the same model: it is evaluated once
     plan = {"weights": loaded.fingerprint, "dataset": entry.dataset, "eval_samples": run.eval_samples, "basis": run.basis,
             "calib": [run.seed, run.calib_samples] if run.basis != "weight" else None,
             "ranks": out["ranks"], "schemes": out["schemes"]}
+    if run.recalibrate:
+        plan["recalibrate"] = [run.seed, run.recalibrate]
     out["metric_before"] = cache.get("plan_metric", plan, lambda: float(entry.evaluate(result.model, limit=run.eval_samples)))
     if entry.sampler is not None:  # a language model: what it writes, beside the original's
         out["sample_text"] = entry.sampler(result.model)

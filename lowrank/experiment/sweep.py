@@ -56,6 +56,7 @@ class SweepConfig:
     finetune_epochs: int = 0
     finetune_samples: int | None = None
     kd: float = 0.0
+    recalibrate: int = 0  # calibration samples each rebuilt model's BatchNorm statistics are re-estimated on (0: none)
 
     def __post_init__(self):
         if not (self.models and self.budgets and self.methods and self.seeds and self.schemes and self.bases and self.rank_multiples):
@@ -136,7 +137,7 @@ class SweepConfig:
                 calib_samples=calib if needs_data or basis != "weight" else None,
                 select_samples=select if needs_data else None,
                 eval_samples=self.eval_samples, finetune_epochs=self.finetune_epochs,
-                finetune_samples=self.finetune_samples, kd=self.kd,
+                finetune_samples=self.finetune_samples, kd=self.kd, recalibrate=int(self.recalibrate),
             )
             specs.setdefault(spec.key, spec)
         return list(specs.values())
