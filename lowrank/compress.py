@@ -217,10 +217,14 @@ def wanted_floors(cut: list[str], floors: dict[str, int], fits: Callable[[dict],
                   severs: Callable[[list[str]], list[str]]) -> dict[str, int] | None:
     """The floors to plan with next, given the layers a plan ``cut``: a rank of 1 for all of
     them where the budget allows it, else for those that sever the network (a cut residual
-    branch leaves the skip path; a cut stem leaves nothing), else None. On resnet20-fmnist at
-    latency 0.7 a rank for all six cut layers did not fit, and the plan kept its stem at rank
-    0: a constant model, where a rank for the stem alone fit."""
-    for layers in (cut, severs(cut)):
+    branch leaves the skip path; a cut stem leaves nothing), else for one layer whose rank
+    reconnects it (a downsampling block whose branch and shortcut are both cut: a rank in the
+    shortcut), else None. On resnet20-fmnist at latency 0.7 a rank for all six cut layers did
+    not fit, and the plan kept its stem at rank 0: a constant model, where a rank for the stem
+    alone fit."""
+    severing_ones = severs(cut)
+    reconnecting = [[layer] for layer in cut if severing_ones and not severs([c for c in cut if c != layer])]
+    for layers in (cut, severing_ones, *reconnecting):
         wanted = {**floors, **{layer: 1 for layer in layers}}
         if layers and wanted != floors and fits(wanted):
             return wanted

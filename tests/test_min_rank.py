@@ -167,3 +167,7 @@ def test_where_a_rank_for_every_cut_layer_does_not_fit_the_layers_that_sever_get
     assert wanted_floors(cut, {"stages.6.conv1": 1}, few, lambda c: severing(graph, c)) == {"stages.6.conv1": 1, "stem.0": 1}
     assert wanted_floors(cut, {}, lambda f: True, lambda c: severing(graph, c)) == {name: 1 for name in cut}  # all, where they fit
     assert wanted_floors(cut[1:], {}, few, lambda c: severing(graph, c)) is None  # only branches: the skips keep the path
+    # a downsampling block's branch and shortcut cut together: one rank, in the shortcut, reconnects it
+    block = ["stages.6.conv1", "stages.6.conv2", "stages.6.shortcut.0", "stages.7.conv1"]
+    assert severing(graph, block) == block
+    assert wanted_floors(block, {}, lambda f: len(f) <= 1, lambda c: severing(graph, c)) == {"stages.6.shortcut.0": 1}
