@@ -222,13 +222,21 @@ def wanted_floors(cut: list[str], floors: dict[str, int], fits: Callable[[dict],
     shortcut), else None. On resnet20-fmnist at latency 0.7 a rank for all six cut layers did
     not fit, and the plan kept its stem at rank 0: a constant model, where a rank for the stem
     alone fit."""
-    severing_ones = severs(cut)
-    reconnecting = [[layer] for layer in cut if severing_ones and not severs([c for c in cut if c != layer])]
-    for layers in (cut, severing_ones, *reconnecting):
+    for layers in _floor_candidates(cut, severs):
         wanted = {**floors, **{layer: 1 for layer in layers}}
         if layers and wanted != floors and fits(wanted):
             return wanted
     return None
+
+
+def _floor_candidates(cut: list[str], severs: Callable[[list[str]], list[str]]):
+    """The layer sets :func:`wanted_floors` tries, in its order; the paths through the graph
+    are searched only once the cheaper candidates have not fit."""
+    yield cut
+    severing_ones = severs(cut)
+    yield severing_ones
+    if severing_ones:
+        yield from ([layer] for layer in cut if not severs([c for c in cut if c != layer]))
 
 
 def _keep_every_path(alloc, problem, method, rank_multiple, options, floors: dict[str, int], graph):

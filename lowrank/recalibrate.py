@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .util.batches import as_batches
-from .util.inputs import call_model, model_device, to_device
+from .util.inputs import call_model
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -39,7 +39,6 @@ def recalibrate_batchnorm(model: nn.Module, calib: Any) -> int:
         raise ValueError("recalibrate_batchnorm: no calibration batch was given")
     modes = {m: m.training for m in model.modules()}
     momenta = {m: m.momentum for m in norms}
-    device = model_device(model)
     try:
         model.eval()
         for m in norms:
@@ -48,7 +47,7 @@ def recalibrate_batchnorm(model: nn.Module, calib: Any) -> int:
             m.train()
         with torch.no_grad():
             for x, _ in batches:
-                call_model(model, to_device(x, device))
+                call_model(model, x)  # (moves the batch to the model's device)
     finally:
         for m, momentum in momenta.items():
             m.momentum = momentum
