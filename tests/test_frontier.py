@@ -68,7 +68,7 @@ def test_the_command_runs_times_and_writes_the_frontier(tmp_path, monkeypatch, c
     assert "Fastest within 1 point(s), before fine-tuning" in out and "| exact | 0.98 |" in out
     folder = tmp_path / "reports" / "frontier-lenet5-digits"
     assert (folder / "frontier.md").exists() and (folder / "frontier.png").exists() and (folder / "index.md").exists()
-    assert "Measured on: eager PyTorch, model device, 1 thread(s), batch 64, float32, BatchNorm folded." in (folder / "frontier.md").read_text()
+    assert "Measured on: eager PyTorch, model device, 1 thread(s), batch 64, float32, BatchNorm folded, channels-last." in (folder / "frontier.md").read_text()
 
 
 def test_a_later_call_adds_to_the_frontier(tmp_path, monkeypatch, capsys):

@@ -97,9 +97,11 @@ class FactorizedConv2d(nn.Module):
             return self.second(h)
         h, w = self._output_size(x)
         size = (*x.shape[:-3], self.out_channels, h, w)
+        layout = torch.channels_last if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last) else torch.contiguous_format  # the input's, as a conv keeps it
         if self.bias is None:
-            return x.new_zeros(size)
-        return self.bias[:, None, None].to(x.dtype).expand(size).contiguous()  # one pass: zeros plus the bias took three
+            return torch.zeros(size, dtype=x.dtype, device=x.device).contiguous(memory_format=layout)
+        return self.bias[:, None, None].to(x.dtype).expand(size).contiguous(memory_format=layout)  # one pass: zeros plus the bias took three
 
 
 WINDOW_BATCH = 16  # samples whose windows are unfolded at once while collecting input moments

@@ -60,7 +60,7 @@ def _call_inputs(layer, target, device) -> list[torch.Tensor]:
     out = []
     for in_shape, _, _ in layer.calls:
         shape = (in_shape[0] * target.batch, *in_shape[1:])
-        out.append(torch.randn(shape, device=device, dtype=target.torch_dtype))
+        out.append(timing.laid_out(torch.randn(shape, device=device, dtype=target.torch_dtype), target))
     return out
 
 
@@ -85,7 +85,8 @@ class Latency(MeasuredResource):
     settings_type = timing.LatencyTarget
     settings_flags = {"device": "cpu or cuda (default: where the model is)", "threads": "CPU threads while timing (default 1)",
                       "batch": "samples per timed call (default 64)", "runtime": "eager or onnxruntime (default eager)",
-                      "fold_batchnorm": "time both models with BatchNorm folded, as deployed (default on)"}
+                      "fold_batchnorm": "time both models with BatchNorm folded, as deployed (default on)",
+                      "memory_format": "channels_last or contiguous: the layout of 4-d tensors in eager PyTorch (default channels_last)"}
 
     def amount(self, value):
         return f"{value / 1e3:,.1f} ms per batch (measured)"
@@ -123,7 +124,8 @@ class Latency(MeasuredResource):
         times = []
         for r in ranks:
             factors = (torch.randn(rows, r, **kw), torch.ones(r, **kw), torch.randn(r, cols, **kw))
-            times += self.time_in_turn([(scheme.factorized(dense, r, factors), inputs)], device, target)
+            factorised = timing.prepared(scheme.factorized(dense, r, factors), device, target)
+            times += self.time_in_turn([(factorised, inputs)], device, target)
         return self.time_in_turn([(dense, inputs)], device, target)[0], times
 
     def compare(self, original, rebuilt, example_input, target):
