@@ -26,14 +26,20 @@ from .solve import solve
 
 
 class RelaxedBudgets:
-    """The budgets as linear rows over the flat relaxed masks (dense fallback ignored: safe side)."""
+    """The budgets as linear rows over the flat relaxed masks (dense fallback ignored: safe side).
+
+    Each row starts at the layers' rank-0 cost: on a measured table its reading, not the
+    intercept of the line fitted through it. A thin layer's table jumps from rank 0 to rank 1
+    and is flat after, so that intercept lies far above the rank-0 reading; on resnet20-fmnist
+    under latency 0.541 the intercepts alone overran the budget, the starting masks were
+    scaled by a negative factor and rounded to negative ranks."""
 
     def __init__(self, problem: Problem):
         groups = problem.groups
         self.sizes = np.array([g.full_rank for g in groups])
         self.splits = np.cumsum(self.sizes)[:-1]
         self.limited = np.flatnonzero(np.isfinite(problem.budgets))
-        fixed = np.sum([g.fixed_cost for g in groups], axis=0)
+        fixed = np.sum([g.factorised_cost(0) for g in groups], axis=0)
         cap = problem.budgets - problem.base_cost - fixed
         self.scale = np.where(cap[self.limited] > 0, cap[self.limited], 1.0)
         per_group = np.array([g.rank_cost for g in groups])[:, self.limited] / self.scale
@@ -281,8 +287,8 @@ class _RelaxedNetwork:
         self.start_ranks = start_ranks
         x = np.concatenate([(np.arange(g.full_rank) < r).astype(np.float64) for g, r in zip(self.sub.groups, start_ranks)])
         # The dense fallback is not in the relaxation: start inside the relaxed budgets.
-        if np.any(self.budgets.violation(x) > 0):
-            x = x * np.min(self.budgets.cap / np.maximum(x @ self.budgets.C, 1e-300))
+        if np.any(self.budgets.violation(x) > 0):  # (a factor in [0, 1]: masks stay masks)
+            x = x * np.clip(np.min(self.budgets.cap / np.maximum(x @ self.budgets.C, 1e-300)), 0.0, 1.0)
         self.x0 = x
         self.dense_masks = {problem.groups[i].name: np.ones(problem.groups[i].full_rank) for i in np.flatnonzero(frozen)}
         self.free_names = [g.name for g in self.sub.groups]
