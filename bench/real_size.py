@@ -8,7 +8,8 @@ latency) budgets, each timed in turn with its original on the runtime a user dep
 torchvision's ResNet-18, ResNet-50 and VGG-16 are architectures only (random weights: timing
 does not depend on the values, though the ranks ``exact`` picks from their flat spectra do);
 ``mobilenetv2`` is the zoo's MobileNetV2 with its real ImageNet weights (extra ``mobilenet``).
-BatchNorm is folded in both models before timing (`LatencyTarget(fold_batchnorm=True)`). Plans
+BatchNorm is folded in both models before timing (`LatencyTarget(fold_batchnorm=True)`), and
+eager PyTorch times them channels-last (the target's default memory format). Plans
 come from ``exact`` in the weight basis (no data needed); every MAC fraction is counted on the
 rebuilt model. Writes reports/real_size.md and .csv.
 
@@ -105,7 +106,7 @@ def main():
         "",
         f"Made by `{command(__file__)}` on {platform.processor() or platform.machine()} ({torch.get_num_threads()} "
         f"torch threads available), torch {torch.__version__}. Plans: `exact`, weight basis; BatchNorm folded in both "
-        "models; `speedup` is the median of per-round ratios of the original's time to the rebuilt model's "
+        "models, channels-last in eager PyTorch; `speedup` is the median of per-round ratios of the original's time to the rebuilt model's "
         f"({args.rounds} rounds); `share_of_mac_promise` is the speedup times the MAC fraction kept (1.0: the speedup "
         "the MAC count promises).",
         "",
