@@ -18,8 +18,8 @@ Every model, the original included (the control), is then fine-tuned by one reci
 of ``--ft-samples`` training images, distillation ``--kd`` from the original, seed 0), and
 evaluated on ``--eval`` test images before and after. Speed is the original and each model
 timed in turn (eager CPU, 1 thread, batch 64, BatchNorm folded in both, channels-last as
-``LatencyTarget`` times by default, median of per-round ratios). For each pruning point the page names the most accurate lowrank plan at least as
-fast after fine-tuning, and the gap. Writes reports/peer_pruning.md, .csv and .png.
+``LatencyTarget`` times by default, median of per-round ratios). For each pruning point the
+page names the most accurate lowrank plan at least as fast after fine-tuning, and the gap. Writes reports/peer_pruning.md, .csv and .png.
 
 Needs ``pip install --no-deps torch-pruning==1.6.1``.
 """
@@ -169,7 +169,8 @@ def page(rows, originals, controls, args, tp_version) -> list[str]:
         "model's measured time. Fine-tuning, the same for every model and the original (the control): 1 epoch of "
         f"{args.ft_samples:,} training images, distillation {args.kd:g} from the original, seed 0. Accuracy: top-1 on "
         f"the first {args.eval:,} test images. Speed: original and model timed in turn, eager CPU, 1 thread, batch 64, "
-        f"BatchNorm folded in both, channels-last, median of {args.rounds} per-round ratios (`noise`: robust SD as a share).",
+        f"BatchNorm folded in both, channels-last, median of {args.rounds} per-round ratios (`noise`: robust SD as a "
+        "share).",
         "",
         "## At every speed pruning reaches: the most accurate lowrank plan at least as fast",
         "",

@@ -106,7 +106,8 @@ def main():
         "",
         f"Made by `{command(__file__)}` on {platform.processor() or platform.machine()} ({torch.get_num_threads()} "
         f"torch threads available), torch {torch.__version__}. Plans: `exact`, weight basis; BatchNorm folded in both "
-        "models, channels-last in eager PyTorch; `speedup` is the median of per-round ratios of the original's time to the rebuilt model's "
+        "models, channels-last in eager PyTorch; `speedup` is the median of per-round ratios of the original's time to "
+        "the rebuilt model's "
         f"({args.rounds} rounds); `share_of_mac_promise` is the speedup times the MAC fraction kept (1.0: the speedup "
         "the MAC count promises).",
         "",

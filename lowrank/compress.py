@@ -117,8 +117,8 @@ def compress(
     the plan then still cuts the whole network).
     A measured resource (``Budget(latency=0.5)``) is measured where ``measure_on`` says
     (e.g. ``lowrank.LatencyTarget(threads=4)``; default: the model's device, one CPU thread,
-    batch 64, float32, BatchNorm folded, channels-last in eager PyTorch): every layer is timed dense and factorised at a grid of ranks (cached
-    on disk) and the plan predicts the total.
+    batch 64, float32, BatchNorm folded, channels-last in eager PyTorch): every layer is timed
+    dense and factorised at a grid of ranks (cached on disk) and the plan predicts the total.
     Every priced resource then checks the rebuilt model (``result.checks``; ``result.macs``,
     ``result.latency``, ...): counted independently of the plan, or measured alongside the
     original within the measured noise; a measured model that missed its limit is planned

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .util.fold import batchnorms, fold_batchnorm
-from .util.inputs import model_device, take, to_device
+from .util.inputs import map_inputs, model_device, take, to_device
 from .util.modes import evaluating
 from .util.runtimes import check_runtime, runner
 
@@ -178,19 +178,12 @@ def laid_out(x: Any, target: LatencyTarget) -> Any:
     """Inputs in the target's memory format: its 4-d tensors channels-last where it says so."""
     if not target.channels_last:
         return x
-    if isinstance(x, dict):
-        return {k: laid_out(v, target) for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return type(x)(laid_out(v, target) for v in x)
-    return x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
+    return map_inputs(lambda t: t.contiguous(memory_format=torch.channels_last)
+                      if isinstance(t, torch.Tensor) and t.dim() == 4 else t, x)
 
 
 def _cast(x: Any, dtype: torch.dtype) -> Any:
-    if isinstance(x, dict):
-        return {k: _cast(v, dtype) for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return type(x)(_cast(v, dtype) for v in x)
-    return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+    return map_inputs(lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t, x)
 
 
 def model_latency(model: nn.Module, example: Any, target: LatencyTarget | None = None) -> float:

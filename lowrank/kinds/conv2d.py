@@ -101,7 +101,8 @@ class FactorizedConv2d(nn.Module):
             memory_format=torch.channels_last) else torch.contiguous_format  # the input's, as a conv keeps it
         if self.bias is None:
             return torch.zeros(size, dtype=x.dtype, device=x.device).contiguous(memory_format=layout)
-        return self.bias[:, None, None].to(x.dtype).expand(size).contiguous(memory_format=layout)  # one pass: zeros plus the bias took three
+        # one pass (zeros plus the bias took three), in the input's layout
+        return self.bias[:, None, None].to(x.dtype).expand(size).contiguous(memory_format=layout)
 
 
 WINDOW_BATCH = 16  # samples whose windows are unfolded at once while collecting input moments

@@ -3,7 +3,7 @@ This is the one place that knows those three forms."""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -34,13 +34,20 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def map_inputs(fn: Callable[[Any], Any], x: Any) -> Any:
+    """``fn`` applied to every leaf of ``x`` (a tensor, or a dict, tuple or list of inputs,
+    nested), the structure kept: the one walk that moving, slicing, casting and laying out
+    inputs share."""
+    if isinstance(x, Mapping):
+        return {k: map_inputs(fn, v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(map_inputs(fn, v) for v in x)
+    return fn(x)
+
+
 def take(x: Any, idx):
     """Index a tensor, or every tensor of a dict or tuple of inputs, along the batch dimension."""
-    if isinstance(x, Mapping):
-        return {k: take(v, idx) for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return type(x)(take(v, idx) for v in x)
-    return x[idx] if isinstance(x, torch.Tensor) else x
+    return map_inputs(lambda t: t[idx] if isinstance(t, torch.Tensor) else t, x)
 
 
 def size(x: Any) -> int:
@@ -59,11 +66,7 @@ def first_sample(batch: Any) -> Any:
 
 def to_device(x: Any, device) -> Any:
     """Move every tensor of ``x`` (a tensor, dict or tuple of inputs) to ``device``."""
-    if isinstance(x, Mapping):
-        return {k: to_device(v, device) for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return type(x)(to_device(v, device) for v in x)
-    return x.to(device) if isinstance(x, torch.Tensor) else x
+    return map_inputs(lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, x)
 
 
 def main_output(out: Any) -> torch.Tensor:
