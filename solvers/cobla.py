@@ -16,11 +16,10 @@ import time
 
 import numpy as np
 
-from .exact import exact
 from .objectives import Differentiable
 from .problem import Allocation, Problem
 from .registry import Need, register
-from .rounding import candidates
+from .rounding import candidates, fit_measured
 from .selection import Score, choose
 from .solve import solve
 
@@ -220,9 +219,13 @@ def cobla(
     if not isinstance(objective, Differentiable):
         raise ValueError("cobla needs a Differentiable objective (loss and gradient w.r.t. the masks)")
     t_start = time.perf_counter()
-    start_allocs = {"exact": exact(problem, objective=warm_start) if isinstance(warm_start, str) else warm_start}
+    # through solve: on measured tables exact's linear-cost answer can overshoot, and an SQP
+    # started there has schemes whose least cost is over the budget (nothing rounds it back in)
+    start_allocs = {"exact": solve(problem, method="exact", objective=warm_start) if isinstance(warm_start, str) else warm_start}
     start_allocs.update({m: solve(problem, method=m) for m in START_METHODS})
-    start_allocs.update(starts or {})
+    # a caller's start made for another problem (restated to minimum ranks, say) can overshoot
+    # this one's budget: repaired to fit first, as the SQP and its rounding start inside it
+    start_allocs.update({name: a if a.feasible else fit_measured(a) for name, a in (starts or {}).items()})
     score = _scorer(problem, objective, select)
     start_scores = dict(zip(start_allocs, score([(a.ranks, a.active) for a in start_allocs.values()])))
     best_start = list(start_scores)[choose(list(start_scores.values()))]

@@ -27,7 +27,7 @@ def linearised_curves(problem: Problem, masks: list[np.ndarray], grads: list[np.
 def repair(lag: Lagrangian, ranks: np.ndarray, active: np.ndarray) -> Choice:
     """Remove ranks, least loss per budget share first, until every budget holds."""
     p, curves = lag.problem, lag.objective.curves
-    ranks = ranks.copy()
+    ranks, active = ranks.copy(), np.asarray(active, dtype=bool).copy()
     weight = np.where(np.isfinite(p.budgets), 1.0 / lag.scale, 0.0)
     cost = p.cost(ranks, active)
     while not p.fits(cost):
@@ -42,12 +42,36 @@ def repair(lag: Lagrangian, ranks: np.ndarray, active: np.ndarray) -> Choice:
             if score < best_score:
                 best, best_score = (gi, new), score
         if best is None:
-            p.check_feasible()
-            raise ValueError("rounding: nothing left to remove but the budget still does not hold")
+            switch = _cheaper_alternative(p, ranks, active, weight)
+            if switch is None:
+                p.check_feasible()
+                raise ValueError("rounding: nothing left to remove but the budget still does not hold")
+            ranks, active = switch
+            cost = p.cost(ranks, active)
+            continue
         gi, new = best
         cost = cost - p.groups[gi].cost(int(ranks[gi])) + p.groups[gi].cost(new)
         ranks[gi] = new
     return lag.evaluate(ranks, active)
+
+
+def _cheaper_alternative(p: Problem, ranks: np.ndarray, active: np.ndarray, weight: np.ndarray):
+    """Where every active group is at rank 0 and the budget still does not hold, a layer's
+    other alternative can cost less at rank 0 (a budget at the least cost there is only holds
+    with the cheapest scheme per layer): the switch that saves most, or None."""
+    best, best_saved = None, 0.0
+    for idx in p.layers.values():
+        now = next(i for i in idx if active[i])
+        for j in idx:
+            saved = float((p.groups[now].cost(int(ranks[now])) - p.groups[j].cost(0)) @ weight)
+            if j != now and saved > best_saved:
+                best, best_saved = (now, j), saved
+    if best is None:
+        return None
+    now, j = best
+    ranks, active = ranks.copy(), active.copy()
+    ranks[now], ranks[j], active[now], active[j] = 0, 0, False, True
+    return ranks, active
 
 
 def fit_measured(alloc: Allocation) -> Allocation:
@@ -57,7 +81,7 @@ def fit_measured(alloc: Allocation) -> Allocation:
         return alloc
     p = alloc.problem
     fixed = repair(Lagrangian(p, discarded_energy(p)), alloc.ranks, alloc.active)
-    return Allocation(p, fixed.ranks, alloc.method, active=alloc.active, objective=None,
+    return Allocation(p, fixed.ranks, alloc.method, active=fixed.active, objective=None,
                       info={**alloc.info, "repaired_to_measured_costs": True})
 
 

@@ -4,6 +4,8 @@ Most tests replace the clock with a deterministic cost model (MACs plus a fixed 
 layer call), so that what is checked is the plumbing: measured tables, the dense fallback,
 the plan's prediction, the disk cache, several budgets at once. One test times for real.
 """
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -250,6 +252,37 @@ def test_a_plan_for_less_starts_from_the_floors_the_last_attempt_found(fake_cloc
     first, floored, second = floors_per_solve  # attempt 1: the plan, then with floors; attempt 2: from those floors
     assert not first and floored and second == floored
     assert not result.severed_by and all(rank >= 1 for layer, (g, rank) in result.allocation.by_layer().items() if layer in floored)
+
+
+@pytest.mark.parametrize("method", ["exact", "cobla"])
+def test_a_plan_for_less_never_aims_below_the_cheapest_plan_that_keeps_every_path(fake_clock, monkeypatch, method):
+    """LeNet-5 at 11% of its latency, where the cheapest plan with a rank in every layer costs
+    10.3%: the first plan keeps every path but measures 25% slow. The plan for less used to aim
+    at 80% of the limit, below every live plan, and cut both convs (a constant model); it aims
+    at the cheapest live plan instead, which holds. Where that plan too measures over the
+    limit, no live plan fits, and the next may cut (with the warning)."""
+    _, model_latency = fake_clock
+    model, calib, example = _lenet_data()
+
+    def run(slow_from):
+        seen = []
+
+        def slow(a, b, x, target=None, rounds=11):
+            seen.append(model_latency(b, x))
+            slower = 1.25 if 2 <= len(seen) <= slow_from else 1.0  # (the first reading: the cheapest plan's)
+            return SpeedCheck(model_latency(a, x), slower * seen[-1], 0.0, rounds, target or LatencyTarget())
+
+        monkeypatch.setattr(timing, "compare_speed", slow)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", lowrank.SeveredModelWarning)
+            return lowrank.compress(model, calib, Budget(latency=0.11), method=method, scheme="auto", basis="weight")
+
+    result = run(slow_from=2)
+    assert result.plan.info["latency_floor_alive"] < 0.11 and result.plan.info["attempts"] == 2
+    assert result.latency.held and not result.severed_by
+    assert all(rank >= 1 for rank in result.plan.ranks.values())
+    result = run(slow_from=3)  # the cheapest live plan measures over too
+    assert result.plan.info["attempts"] == 3 and result.latency.held and result.severed_by
 
 
 def test_a_sweep_row_under_a_latency_budget(fake_clock, monkeypatch, tmp_path):

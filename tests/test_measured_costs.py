@@ -108,3 +108,21 @@ def test_cobla_plans_where_the_line_through_a_measured_table_starts_above_its_fi
         alloc = solvers.solve(problem, method="cobla", objective=Differentiable(loss), max_iter=iterations)
         assert alloc.feasible and np.all(alloc.ranks >= 0)
         assert max(alloc.ranks) > 0  # the budget pays for one layer at a rank, and it is spent
+
+
+def test_repair_switches_a_layers_scheme_where_rank_zero_of_the_chosen_one_is_over_the_budget():
+    """A budget at the least cost there is holds only with each layer's cheapest scheme at
+    rank 0; an allocation with the other scheme used to fail ('nothing left to remove') once
+    its ranks were all 0 (a plan for less, aimed at the cheapest live plan)."""
+    from solvers.problem import Allocation
+
+    groups = []
+    for i in range(2):
+        groups.append(Group(f"l{i}/channel", [3.0, 2.0, 1.0], [1.0], [2.0], [20.0], layer=f"l{i}", option="channel"))
+        groups.append(Group(f"l{i}/spatial", [3.0, 2.0, 1.0], [1.0], [5.0], [20.0], layer=f"l{i}", option="spatial",
+                            cost_table=np.array([[5.0], [6.0], [7.0], [8.0]])))
+    problem = Problem(groups, budgets=[4.0], resources=("latency",), reference_cost=[40.0])  # = min_cost: both layers channel at rank 0
+    on_spatial = Allocation(problem, np.array([0, 2, 0, 1]), "exact", active=np.array([False, True, False, True]))
+    fixed = solvers.rounding.fit_measured(on_spatial)
+    assert fixed.feasible and fixed.cost[0] == pytest.approx(4.0)
+    assert [g.option for g, r in fixed.by_layer().values()] == ["channel", "channel"]
