@@ -319,7 +319,7 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
     for attempt in range(1, attempts + 1):
         problem = table.problem(budget, scheme, settings=settings)
         if ceilings is None:  # measured once: the least a plan reaches in each measured resource
-            ceilings = measured_ceilings(model, table, problem, settings)
+            ceilings = measured_ceilings(model, table, problem, settings, keep_alive=min_rank == "auto")
         problem = on_the_network_clock(problem, ceilings)
         with_alive_floors(problem, ceilings)
         reason = why_infeasible(problem, table.layers.values(), table.prices_of(problem.resources, settings))

@@ -333,6 +333,47 @@ def test_the_least_latency_is_measured_not_predicted(monkeypatch, tmp_path):
         LATENCY.forget()
 
 
+def test_a_live_plan_the_readings_put_over_the_budget_is_measured_and_kept(fake_clock, monkeypatch):
+    """Every rebuilt LeNet-5 runs 20% faster in the network than its layers read alone predict.
+    At 9% of the latency the readings put the cheapest plan with a rank in every layer at 10.3%,
+    over the budget, so the plan used to cut both convs (a constant model). That plan is now
+    rebuilt and measured (8.2%), anchors the clock, and the plan keeps every layer and holds."""
+    _, model_latency = fake_clock
+    model, calib, example = _lenet_data()
+    monkeypatch.setattr(timing, "compare_speed", lambda a, b, x, target=None, rounds=11: SpeedCheck(
+        model_latency(a, x), 0.8 * model_latency(b, x), 0.0, rounds, target or LatencyTarget()))
+    result = lowrank.compress(model, calib, Budget(latency=0.09), method="exact", scheme="auto", basis="weight")
+    ceiling = result.ceilings["latency"]
+    assert ceiling.alive_predicted > 0.09 and ceiling.alive_measured == pytest.approx(0.8 * ceiling.alive_predicted)
+    assert ceiling.alive_floor == pytest.approx(ceiling.alive_measured) and "(measured)" in str(ceiling)
+    assert not result.severed_by and all(rank >= 1 for rank in result.plan.ranks.values())
+    assert result.latency.held
+    free = lowrank.compress(model, calib, Budget(latency=0.5), method="exact", scheme="auto", basis="weight")
+    assert free.ceilings["latency"].alive_measured is None  # measured only where the readings refuse it
+
+
+def test_a_rank_one_channel_scheme_conv_keeps_the_channels_last_layout():
+    """A rank-1 channel-scheme layer's 1x1 factor sees one channel, which reads as contiguous in
+    both layouts: it returned NCHW, and every layer after it ran NCHW (9x slower for that conv).
+    Its output is channels-last now, and equal to the conv's."""
+    from lowrank.kinds.conv2d import FactorizedConv2d
+
+    torch.manual_seed(0)
+    for c_in, ranks in ((1, (1, 3)), (8, (0, 1, 3))):  # one input channel: the model's own input is ambiguous too
+        dense = nn.Conv2d(c_in, 16, 3, padding=1)
+        x = torch.randn(4, c_in, 10, 10)
+        for rank in ranks:
+            layer = FactorizedConv2d(dense, rank, "channel")
+            with torch.no_grad():
+                for p in layer.parameters():
+                    p.normal_()
+                plain = layer(x)
+                laid = layer.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+            assert laid.stride(1) == 1, (c_in, rank)  # channels-last: the channel stride is 1
+            assert torch.allclose(plain, laid, atol=1e-5)
+            assert plain.is_contiguous()  # an NCHW input stays NCHW
+
+
 def test_a_latency_target_names_its_runtime():
     pytest.importorskip("onnxruntime")
     model, calib, _ = _lenet_data()

@@ -9,7 +9,10 @@ original was refused at a budget of 0.6 as "smallest achievable 0.62-0.65". So t
 plan is rebuilt and read against the original, and the layer readings are moved onto the
 network's clock by the two plans measured whole (the original and the cheapest): a budget
 the cheapest plan meets is planned (the rebuilt model is still checked, and planned again
-where it misses), and one it does not is refused with the measured least.
+where it misses), and one it does not is refused with the measured least. Where the readings
+put every plan that keeps a rank in every layer over the budget, the cheapest such plan is
+rebuilt and read too, and anchors the clock instead: vgg-fmnist at latency 0.5 (channel)
+predicted it at 0.51 and so cut a layer, where plans that kept every layer measured 0.48.
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ class Ceiling:
     predicted_floor: float  # the cheapest plan, as the layer readings predict it
     measured_floor: float  # the cheapest plan, rebuilt and read against the original
     alive_floor: float | None = None  # the cheapest plan keeping a rank in every layer, predicted on the network's clock
+    alive_predicted: float | None = None  # that plan as the layer readings predict it (where it was measured)
+    alive_measured: float | None = None  # that plan rebuilt and read against the original (only where the readings refuse it)
 
     @property
     def best_speedup(self) -> float:
@@ -43,8 +48,9 @@ class Ceiling:
         return 1.0 / self.measured_floor if self.measured_floor > 0 else float("inf")
 
     def __str__(self) -> str:
+        how = "measured" if self.alive_measured is not None else "predicted"
         alive = ("" if self.alive_floor is None else
-                 f"; a plan that keeps a rank in every layer costs at least {self.alive_floor:.0%} (predicted): at most "
+                 f"; a plan that keeps a rank in every layer costs at least {self.alive_floor:.0%} ({how}): at most "
                  f"{1 / self.alive_floor:.2f}x cheaper with no layer cut")
         return (f"{self.resource} ceiling: the layers a plan can change cost {self.in_layers:.0%} of the original (read "
                 f"alone); the cheapest plan (every one at rank 0, a cut network) measured {self.measured_floor:.0%} of the "
@@ -54,7 +60,8 @@ class Ceiling:
     def to_info(self) -> dict:
         r = self.resource
         return {f"{r}_in_layers": self.in_layers, f"{r}_floor_predicted": self.predicted_floor,
-                f"{r}_floor_measured": self.measured_floor, f"{r}_floor_alive": self.alive_floor}
+                f"{r}_floor_measured": self.measured_floor, f"{r}_floor_alive": self.alive_floor,
+                f"{r}_floor_alive_predicted": self.alive_predicted, f"{r}_floor_alive_measured": self.alive_measured}
 
 
 def cheapest(problem: Problem, resource: int) -> Allocation:
@@ -63,23 +70,47 @@ def cheapest(problem: Problem, resource: int) -> Allocation:
     return Allocation(problem, np.zeros(len(problem.groups), dtype=np.int64), "cheapest", active=active)
 
 
-def measured_ceilings(model: nn.Module, table: LayerTable, problem: Problem, settings: Mapping[str, Any]) -> dict[str, Ceiling]:
+def cheapest_alive(problem: Problem, resource: int) -> Allocation | None:
+    """Every layer at rank 1 in its alternative that costs least there in ``resource`` (a layer
+    dense at rank 1 stays dense); None where every layer would."""
+    try:
+        floors = Floors(problem, 1)
+    except ValueError:
+        return None
+    return floors.allocation(cheapest(floors.problem, resource))
+
+
+def measured_ceilings(model: nn.Module, table: LayerTable, problem: Problem, settings: Mapping[str, Any],
+                      keep_alive: bool = False) -> dict[str, Ceiling]:
     """Per measured resource of ``problem``: its :class:`Ceiling`, the cheapest plan rebuilt and
-    read against ``model``."""
+    read against ``model``; with ``keep_alive`` (min_rank="auto"), the cheapest plan with a rank
+    in every layer too, where the readings predict it over the budget."""
     out = {}
-    prices = table.prices_of(problem.resources, settings)
     for i, name in enumerate(problem.resources):
         resource = resources.get(name)
         if resource.cheap:
             continue
         total = float(problem.reference_cost[i])
         alloc = cheapest(problem, i)
-        plan = Plan.from_allocation(alloc, table.layers, prices, {r: float("inf") for r in problem.resources})
-        rebuilt = rebuild(model, plan, table=table)
-        check = resource.compare(model, rebuilt, table.example_input, settings.get(name) or resource.default_settings())
         in_layers = layers_dense(problem, i)
-        out[name] = Ceiling(name, in_layers / total, float(alloc.cost[i]) / total, check.rebuilt / check.original)
+        out[name] = Ceiling(name, in_layers / total, float(alloc.cost[i]) / total, _read(model, table, alloc, settings, i))
+        alive = cheapest_alive(problem, i) if keep_alive else None
+        if alive is not None and alive.cost[i] > problem.budgets[i]:
+            out[name].alive_predicted = float(alive.cost[i]) / total
+            out[name].alive_measured = _read(model, table, alive, settings, i)
     return out
+
+
+def _read(model: nn.Module, table: LayerTable, alloc: Allocation, settings: Mapping[str, Any], i: int) -> float:
+    """``alloc`` rebuilt and read against ``model`` in resource ``i``: a fraction of the original."""
+    problem = alloc.problem
+    name = problem.resources[i]
+    resource = resources.get(name)
+    prices = table.prices_of(problem.resources, settings)
+    plan = Plan.from_allocation(alloc, table.layers, prices, {r: float("inf") for r in problem.resources})
+    rebuilt = rebuild(model, plan, table=table)
+    check = resource.compare(model, rebuilt, table.example_input, settings.get(name) or resource.default_settings())
+    return check.rebuilt / check.original
 
 
 def layers_dense(problem: Problem, resource: int) -> float:
@@ -102,7 +133,8 @@ def with_alive_floors(problem: Problem, ceilings: Mapping[str, Ceiling]) -> None
 def on_the_network_clock(problem: Problem, ceilings: Mapping[str, Ceiling]) -> Problem:
     """``problem`` with each measured resource's layer costs scaled by one factor and its fixed
     cost set so that two plans cost what was measured: the original (every layer dense: the
-    whole model's reading) and the cheapest plan (its rebuilt model's reading). Layers read
+    whole model's reading) and the cheapest plan (its rebuilt model's reading), or the cheapest
+    plan with a rank in every layer where that was measured within the budget. Layers read
     alone run at another speed than inside the network; this moves them onto the network's.
     Only where the readings alone would refuse the budget (their least cost above it): a
     two-point fit moves plans in between too, and there the readings alone measured closer
@@ -112,15 +144,21 @@ def on_the_network_clock(problem: Problem, ceilings: Mapping[str, Ceiling]) -> P
     lowest = problem.min_cost()
     for name, ceiling in ceilings.items():
         i = problem.resources.index(name)
-        if lowest[i] <= problem.budgets[i]:
-            continue
         total = float(problem.reference_cost[i])
+        if ceiling.alive_measured is not None and ceiling.alive_measured * total <= problem.budgets[i]:
+            anchor, measured = ceiling.alive_predicted * total, ceiling.alive_measured  # a live plan the network runs in budget
+        elif lowest[i] > problem.budgets[i]:
+            anchor, measured = float(lowest[i]), ceiling.measured_floor
+        else:
+            continue
         dense = layers_dense(problem, i)
-        at_cheapest = float(lowest[i]) - float(problem.base_cost[i])  # the cheapest plan's layers
-        scale = (1.0 - ceiling.measured_floor) * total / (dense - at_cheapest) if dense > at_cheapest else 0.0
+        at_cheapest = anchor - float(problem.base_cost[i])  # the anchoring plan's layers
+        scale = (1.0 - measured) * total / (dense - at_cheapest) if dense > at_cheapest else 0.0
         if not np.isfinite(scale) or scale <= 0:
             continue
-        base[i] = max(total - scale * dense, 0.0)
+        base[i] = total - scale * dense
+        if base[i] < 0 and at_cheapest > 0:  # the rest of the model cannot cost less than nothing: meet the anchor
+            base[i], scale = 0.0, measured * total / at_cheapest
         groups = [_scaled(g, i, scale) for g in groups]
     if groups == list(problem.groups):
         return problem
