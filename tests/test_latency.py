@@ -298,6 +298,9 @@ def test_a_sweep_row_under_a_latency_budget(fake_clock, monkeypatch, tmp_path):
     assert row["fits"] == 1 and row["latency_fraction"] <= 0.8 + 1e-9 and row["macs_fraction"] <= 0.6
     assert row["planned_latency"] <= 0.8 * row["original_latency"] + 1  # the plan's µs, rounded
     assert row["latency_noise"] == 7.0  # the check's noise, stored beside the measurement
+    facts = row["plan_facts"]  # why the plan is as it is: a severed row shows whether a live plan fitted
+    assert facts["attempts"] == 1 and 0 < facts["latency_floor_measured"] <= facts["latency_floor_alive"] <= 1
+    assert 0 < facts["latency_in_layers"] <= 1 and "latency_floor_alive_measured" in facts
 
 
 def test_the_least_latency_is_measured_not_predicted(monkeypatch, tmp_path):

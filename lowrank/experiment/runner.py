@@ -253,6 +253,7 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
     result = compress(model, calib, run.budget, method=run.method, scheme=run.scheme, table=table, selection=selection,
                       measured=measured, basis=run.basis, rank_multiple=run.rank_multiple)
     out["solver_seconds"] = float(result.allocation.info.get("solve_seconds", 0.0))
+    out["plan_facts"] = plan_facts(result.plan.info)
     out.update(_costs(result))
     if run.recalibrate:  # after the checks: folded for timing, the statistics change no count or time
         recalibrate_batchnorm(result.model, _samples(loaded, "calib", run.recalibrate, run.seed))
@@ -277,6 +278,26 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
             lambda: _finetuned_original(model, entry, recipe),
         )
     return out
+
+
+PLAN_FACTS = ("attempts", "min_rank", "plan_fractions", "severed_by")
+
+
+def plan_facts(info: dict) -> dict:
+    """The part of a plan's info that says why it is as it is, as plain JSON: how many plans a
+    measured miss took, the floors ``min_rank="auto"`` set, each measured resource's ceiling
+    (``*_in_layers``, ``*_floor_*``: the least any plan, and any plan with a rank in every
+    layer, costs) and the layers that cut the network. A row that cut the network then shows
+    whether a plan keeping every layer fitted."""
+    def plain(v):
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v if v is None or isinstance(v, (str, bool, int)) else float(v)
+
+    keep = [k for k in info if k in PLAN_FACTS or k.endswith("_in_layers") or "_floor_" in k]
+    return {k: plain(info[k]) for k in keep}
 
 
 def _finetuned_original(model, entry, recipe: dict) -> float:

@@ -44,10 +44,11 @@ COLUMNS = {
     "metric_original_finetuned": "REAL",  # the control: the original fine-tuned by the same recipe
     "solver_seconds": "REAL", "total_seconds": "REAL",
     "ranks": "TEXT", "schemes": "TEXT", "full_ranks": "TEXT", "finetune_history": "TEXT",
+    "plan_facts": "TEXT",  # why the plan is as it is: attempts, floors, a measured resource's ceiling, what it cut
     "spec": "TEXT", "versions": "TEXT", "git_revision": "TEXT", "host": "TEXT", "error": "TEXT",
     "finished_at": "TEXT",
 }
-JSON_COLUMNS = ("ranks", "schemes", "full_ranks", "finetune_history", "spec", "versions")
+JSON_COLUMNS = ("ranks", "schemes", "full_ranks", "finetune_history", "plan_facts", "spec", "versions")
 
 
 class ResultStore:
