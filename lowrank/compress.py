@@ -319,7 +319,7 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
     for attempt in range(1, attempts + 1):
         problem = table.problem(budget, scheme, settings=settings)
         if ceilings is None:  # measured once: the least a plan reaches in each measured resource
-            ceilings = measured_ceilings(model, table, problem, settings, keep_alive=min_rank == "auto")
+            ceilings = measured_ceilings(model, table, problem, settings, keep_alive=keep_alive)
         problem = on_the_network_clock(problem, ceilings)
         with_alive_floors(problem, ceilings)
         reason = why_infeasible(problem, table.layers.values(), table.prices_of(problem.resources, settings))
@@ -398,7 +398,7 @@ def _least_cost(problem: solvers.Problem, rank_multiple: int, min_rank, keep_ali
     cheapest plan with a rank in every layer, where the budget allows one. Aiming below it
     after a measured miss severed plans where a live one fit (vgg-fmnist, channel, latency
     0.5: aimed at 0.485 below the live plans' 0.49, so the plan for less cut the network)."""
-    floors = 1 if min_rank == "auto" and keep_alive else (min_rank if min_rank != "auto" else None)
+    floors = (1 if keep_alive else None) if min_rank == "auto" else min_rank
     if not floors:
         return problem.min_cost()
     try:

@@ -86,31 +86,28 @@ def measured_ceilings(model: nn.Module, table: LayerTable, problem: Problem, set
     read against ``model``; with ``keep_alive`` (min_rank="auto"), the cheapest plan with a rank
     in every layer too, where the readings predict it over the budget."""
     out = {}
-    for i, name in enumerate(problem.resources):
+    prices = table.prices_of(problem.resources, settings)
+
+    def read(alloc: Allocation, name: str) -> float:
+        """``alloc`` rebuilt and read against ``model`` in resource ``name``: a fraction of the original."""
         resource = resources.get(name)
-        if resource.cheap:
+        plan = Plan.from_allocation(alloc, table.layers, prices, {r: float("inf") for r in problem.resources})
+        rebuilt = rebuild(model, plan, table=table)
+        check = resource.compare(model, rebuilt, table.example_input, settings.get(name) or resource.default_settings())
+        return check.rebuilt / check.original
+
+    for i, name in enumerate(problem.resources):
+        if resources.get(name).cheap:
             continue
         total = float(problem.reference_cost[i])
         alloc = cheapest(problem, i)
         in_layers = layers_dense(problem, i)
-        out[name] = Ceiling(name, in_layers / total, float(alloc.cost[i]) / total, _read(model, table, alloc, settings, i))
+        out[name] = Ceiling(name, in_layers / total, float(alloc.cost[i]) / total, read(alloc, name))
         alive = cheapest_alive(problem, i) if keep_alive else None
         if alive is not None and alive.cost[i] > problem.budgets[i]:
             out[name].alive_predicted = float(alive.cost[i]) / total
-            out[name].alive_measured = _read(model, table, alive, settings, i)
+            out[name].alive_measured = read(alive, name)
     return out
-
-
-def _read(model: nn.Module, table: LayerTable, alloc: Allocation, settings: Mapping[str, Any], i: int) -> float:
-    """``alloc`` rebuilt and read against ``model`` in resource ``i``: a fraction of the original."""
-    problem = alloc.problem
-    name = problem.resources[i]
-    resource = resources.get(name)
-    prices = table.prices_of(problem.resources, settings)
-    plan = Plan.from_allocation(alloc, table.layers, prices, {r: float("inf") for r in problem.resources})
-    rebuilt = rebuild(model, plan, table=table)
-    check = resource.compare(model, rebuilt, table.example_input, settings.get(name) or resource.default_settings())
-    return check.rebuilt / check.original
 
 
 def layers_dense(problem: Problem, resource: int) -> float:
