@@ -28,8 +28,11 @@ sys.path.insert(0, str(ROOT))
 
 from lowrank import Budget, LatencyTarget, LayerTable  # noqa: E402
 from lowrank.planning.ceiling import cheapest_alive, measured_ceilings  # noqa: E402
+from lowrank.resources import settings_by_resource  # noqa: E402
 from lowrank.zoo import get  # noqa: E402
 from tables import command, write_report  # noqa: E402
+
+LATENCY, = settings_by_resource(LatencyTarget())  # the resource's name, spelled only where it is defined
 
 
 def live_floor(name: str, scheme: str) -> dict:
@@ -38,8 +41,8 @@ def live_floor(name: str, scheme: str) -> dict:
     model = entry.load()
     table = LayerTable(model, entry.example_input())
     problem = table.problem(Budget(latency=0.01), scheme)  # a budget below it: the plan is measured
-    ceiling = measured_ceilings(model, table, problem, {}, keep_alive=True)["latency"]
-    assert cheapest_alive(problem, problem.resources.index("latency")) is not None
+    ceiling = measured_ceilings(model, table, problem, {}, keep_alive=True)[LATENCY]
+    assert cheapest_alive(problem, problem.resources.index(LATENCY)) is not None
     return {"part": "live floor", "model": name, "scheme": scheme, "predicted": round(ceiling.alive_predicted, 3),
             "measured": round(ceiling.alive_measured, 3), "most_speedup": round(1 / ceiling.alive_measured, 2)}
 
