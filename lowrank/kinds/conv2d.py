@@ -136,27 +136,21 @@ class FactorizedConv2d(nn.Module):
 
     def _runs_as_taps(self, x: torch.Tensor) -> bool:
         """Whether this input runs faster in the tap form (:mod:`lowrank.kinds.taps`): both forms
-        timed in turn the first time a layer of this geometry and rank sees this input shape and
-        thread count, the tap form kept only where it was at least 5% faster. Only for inference on the CPU with a channels-last
+        timed in turn on the first call with each input shape and thread count, the tap form kept
+        only where it was at least 5% faster. Only for inference on the CPU with a channels-last
         input, and never while exporting, tracing or compiling (those keep the convs)."""
         if (self.tap_form != "auto" or torch.is_grad_enabled() or x.device.type != "cpu" or not self._is_channels_last(x)
                 or torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()):
             return False
-        if "_taps_fit" not in self.__dict__:  # the geometry is fixed: asked once
-            self._taps_fit = taps.fits(self.first, self.second)
-        if not self._taps_fit:
+        if "_tap_form_by_input" not in self.__dict__:  # the geometry is fixed: asked once
+            self._tap_form_by_input = {} if taps.fits(self.first, self.second) else None
+        chosen = self._tap_form_by_input
+        if chosen is None:
             return False
-        key = (self._geometry, self.scheme, self.first.weight.shape, self.second.weight.shape, tuple(x.shape), x.dtype,
-               torch.get_num_threads())
-        if key not in _TAPS_FASTER:
-            _TAPS_FASTER[key] = _faster(lambda: taps.forward(self.first, self.second, x), lambda: self._convs(x))
-        return _TAPS_FASTER[key]
-
-
-# Whether the tap form was the faster, by layer geometry, rank and input (timing does not depend
-# on the weights): kept for the process, so every copy of a layer (the one a layer timing read,
-# the deployed model's) runs the form that was timed.
-_TAPS_FASTER: dict[tuple, bool] = {}
+        key = (tuple(x.shape), x.dtype, torch.get_num_threads())
+        if key not in chosen:
+            chosen[key] = _faster(lambda: taps.forward(self.first, self.second, x), lambda: self._convs(x))
+        return chosen[key]
 
 
 def _faster(candidate, incumbent, rounds: int = 3, margin: float = 0.95) -> bool:
