@@ -8,13 +8,10 @@ the geometry of the two convs it is rebuilt as):
 """
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import taps
 from .base import LayerScheme, absorb_channel_affine, pad_mode, register, schemes_for, split_factors
 
 
@@ -26,7 +23,6 @@ class FactorizedConv2d(nn.Module):
     """
 
     pointwise = False  # (the class default: layers saved before schemes handed over their geometry)
-    tap_form = "auto"  # "auto": time both forms once per input shape and keep the faster; "never": the convs only
 
     def __init__(self, dense: nn.Conv2d, rank: int, scheme: "str | _Conv2dScheme"):
         super().__init__()
@@ -115,7 +111,14 @@ class FactorizedConv2d(nn.Module):
 
     def forward(self, x):
         if self.rank > 0:
-            return taps.forward(self.first, self.second, x) if self._runs_as_taps(x) else self._convs(x)
+            h = self.first(x)
+            if self.pointwise and h.dim() == 4:
+                if self._is_channels_last(h):
+                    if h.shape[1] == 1:
+                        return self._pointwise_channels_last(h)
+                elif h.is_contiguous():
+                    return self._pointwise(h)
+            return self.second(h)
         h, w = self._output_size(x)
         size = (*x.shape[:-3], self.out_channels, h, w)
         layout = torch.channels_last if self._is_channels_last(x) else torch.contiguous_format  # the input's, as a conv keeps it
@@ -123,47 +126,6 @@ class FactorizedConv2d(nn.Module):
             return torch.zeros(size, dtype=x.dtype, device=x.device).contiguous(memory_format=layout)
         # one pass (zeros plus the bias took three), in the input's layout
         return self.bias[:, None, None].to(x.dtype).expand(size).contiguous(memory_format=layout)
-
-    def _convs(self, x):
-        h = self.first(x)
-        if self.pointwise and h.dim() == 4:
-            if self._is_channels_last(h):
-                if h.shape[1] == 1:
-                    return self._pointwise_channels_last(h)
-            elif h.is_contiguous():
-                return self._pointwise(h)
-        return self.second(h)
-
-    def _runs_as_taps(self, x: torch.Tensor) -> bool:
-        """Whether this input runs faster in the tap form (:mod:`lowrank.kinds.taps`): both forms
-        timed in turn on the first call with each input shape and thread count, the tap form kept
-        only where it was at least 5% faster. Only for inference on the CPU with a channels-last
-        input, and never while exporting, tracing or compiling (those keep the convs)."""
-        if (self.tap_form != "auto" or torch.is_grad_enabled() or x.device.type != "cpu" or not self._is_channels_last(x)
-                or torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()):
-            return False
-        if "_tap_form_by_input" not in self.__dict__:  # the geometry is fixed: asked once
-            self._tap_form_by_input = {} if taps.fits(self.first, self.second) else None
-        chosen = self._tap_form_by_input
-        if chosen is None:
-            return False
-        key = (tuple(x.shape), x.dtype, torch.get_num_threads())
-        if key not in chosen:
-            chosen[key] = _faster(lambda: taps.forward(self.first, self.second, x), lambda: self._convs(x))
-        return chosen[key]
-
-
-def _faster(candidate, incumbent, rounds: int = 3, margin: float = 0.95) -> bool:
-    """Whether ``candidate`` ran faster than ``margin`` times ``incumbent``: each called once to
-    warm up, then both in turn ``rounds`` times, the best time of each compared."""
-    best = [float("inf"), float("inf")]
-    candidate(), incumbent()
-    for _ in range(rounds):
-        for k, run in enumerate((candidate, incumbent)):
-            start = time.perf_counter()
-            run()
-            best[k] = min(best[k], time.perf_counter() - start)
-    return best[0] < margin * best[1]
 
 
 WINDOW_BATCH = 16  # samples whose windows are unfolded at once while collecting input moments
