@@ -9,15 +9,14 @@ Part 1, per zoo model and scheme: every factorised layer at rank 1 in its cheape
 timed in turn with the original (eager, 1 thread, batch 64, channels-last): no plan that keeps
 every path runs faster than the original over this. Part 2: a 3x3 conv (channel scheme's first
 factor) and a 3x1 conv (spatial scheme's) from 16 channels at 28x28 to r channels, r = 1..16,
-beside the dense 16->16 3x3 conv (resnet20-fmnist's first stage), each the median of 40 calls.
+beside the dense 16->16 3x3 conv (resnet20-fmnist's first stage), timed in turn as layer
+timings are (``lowrank.timing``: the median of the target's rounds).
 Writes reports/live_ceiling.md and .csv.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,7 +25,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lowrank import Budget, LatencyTarget, LayerTable  # noqa: E402
+from lowrank import Budget, LatencyTarget, LayerTable, timing  # noqa: E402
 from lowrank.planning.ceiling import cheapest_alive, measured_ceilings  # noqa: E402
 from lowrank.resources import settings_by_resource  # noqa: E402
 from lowrank.zoo import get  # noqa: E402
@@ -47,29 +46,19 @@ def live_floor(name: str, scheme: str) -> dict:
             "measured": round(ceiling.alive_measured, 3), "most_speedup": round(1 / ceiling.alive_measured, 2)}
 
 
-def conv_ms(conv: nn.Conv2d, x: torch.Tensor, calls: int = 40) -> float:
-    with torch.no_grad():
-        for _ in range(5):
-            conv(x)
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            conv(x)
-            times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
-
-
-def narrow_convs() -> list[dict]:
+def narrow_convs(target: LatencyTarget) -> list[dict]:
+    """The dense 16->16 3x3 conv and each first-factor conv 16->r, timed in turn on one clock
+    (lowrank.timing, as layer timings are) at the target's batch, channels-last."""
     cl = torch.channels_last
-    x = torch.randn(64, 16, 28, 28).contiguous(memory_format=cl)
-    rows = [{"part": "conv", "kernel": "3x3", "out_channels": 16, "ms": None, "what": "dense 16->16"}]
-    rows[0]["ms"] = round(conv_ms(nn.Conv2d(16, 16, 3, padding=1).to(memory_format=cl), x), 3)
-    for kernel, pad, what in (((3, 3), (1, 1), "channel scheme's first factor"), ((3, 1), (1, 0), "spatial scheme's first factor")):
-        for r in (1, 2, 4, 8, 16):
-            conv = nn.Conv2d(16, r, kernel, padding=pad, bias=False).to(memory_format=cl)
-            rows.append({"part": "conv", "kernel": f"{kernel[0]}x{kernel[1]}", "out_channels": r,
-                         "ms": round(conv_ms(conv, x), 3), "what": what})
-    return rows
+    x = torch.randn(target.batch, 16, 28, 28).contiguous(memory_format=cl)
+    convs = [("3x3", 16, "dense 16->16", nn.Conv2d(16, 16, 3, padding=1))]
+    convs += [(f"{k[0]}x{k[1]}", r, what, nn.Conv2d(16, r, k, padding=pad, bias=False))
+              for k, pad, what in (((3, 3), (1, 1), "channel scheme's first factor"), ((3, 1), (1, 0), "spatial scheme's first factor"))
+              for r in (1, 2, 4, 8, 16)]
+    runs = [lambda conv=conv.to(memory_format=cl): conv(x) for *_, conv in convs]
+    micros = timing.time_in_turn(runs, torch.device("cpu"), target)
+    return [{"part": "conv", "kernel": k, "out_channels": r, "ms": round(us / 1000, 3), "what": what}
+            for (k, r, what, _), us in zip(convs, micros)]
 
 
 def main(argv=None) -> None:
@@ -78,10 +67,9 @@ def main(argv=None) -> None:
     ap.add_argument("--schemes", nargs="*", default=["spatial", "auto", "channel"])
     ap.add_argument("--out", default=str(ROOT / "reports"))
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    floors = [live_floor(m, s) for m in args.models for s in args.schemes]
-    convs = narrow_convs()
     target = LatencyTarget()
+    floors = [live_floor(m, s) for m in args.models for s in args.schemes]
+    convs = narrow_convs(target)
     lines = [
         "# The speed a plan can reach without cutting a layer, and why",
         "",
@@ -93,7 +81,7 @@ def main(argv=None) -> None:
         "| --- | --- | --- | --- | --- |",
         *[f"| {r['model']} | {r['scheme']} | {r['predicted']:.3f} | {r['measured']:.3f} | {r['most_speedup']:.2f}x |" for r in floors],
         "",
-        "## One conv from 16 channels at 28x28 (batch 64, channels-last, 1 thread) to r channels",
+        f"## One conv from 16 channels at 28x28 (batch {target.batch}, channels-last, {target.threads} thread(s)) to r channels",
         "",
         "| conv | out channels | ms | what |",
         "| --- | --- | --- | --- |",
