@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from .objectives import Differentiable
-from .problem import Allocation, Problem
+from .problem import Allocation, InfeasibleBudgetError, Problem
 from .registry import Need, register
 from .rounding import candidates, fit_measured
 from .selection import Score, choose
@@ -182,6 +182,21 @@ def damped_diagonal_update(h, s, y, lo=1e-6, hi=1e6):
 START_METHODS = ("uniform", "energy", "alds", "zhang")
 
 
+def _fast_starts(problem: Problem) -> dict[str, Allocation]:
+    """Each of ``START_METHODS``' allocations, leaving out a method that finds none: a
+    budget at exactly the cheapest plan with a rank in every layer (a plan for less after a
+    measured miss, with a floor of 1 everywhere) fits ``exact``, but a greedy method that
+    steps down its own scheme choice, or sums its cost a step at a time, can end a rounding
+    error over it. A start that does not fit is no start; ``exact`` always gives one."""
+    out = {}
+    for m in START_METHODS:
+        try:
+            out[m] = solve(problem, method=m)
+        except InfeasibleBudgetError:
+            pass
+    return out
+
+
 @register("cobla", needs=Need.NETWORK_LOSS)
 def cobla(
     problem: Problem,
@@ -222,7 +237,7 @@ def cobla(
     # through solve: on measured tables exact's linear-cost answer can overshoot, and an SQP
     # started there has schemes whose least cost is over the budget (nothing rounds it back in)
     start_allocs = {"exact": solve(problem, method="exact", objective=warm_start) if isinstance(warm_start, str) else warm_start}
-    start_allocs.update({m: solve(problem, method=m) for m in START_METHODS})
+    start_allocs.update(_fast_starts(problem))
     # a caller's start made for another problem (restated to minimum ranks, say) can overshoot
     # this one's budget: repaired to fit first, as the SQP and its rounding start inside it
     start_allocs.update({name: a if a.feasible else fit_measured(a) for name, a in (starts or {}).items()})

@@ -171,3 +171,44 @@ def test_where_a_rank_for_every_cut_layer_does_not_fit_the_layers_that_sever_get
     block = ["stages.6.conv1", "stages.6.conv2", "stages.6.shortcut.0", "stages.7.conv1"]
     assert severing(graph, block) == block
     assert wanted_floors(block, {}, lambda f: len(f) <= 1, lambda c: severing(graph, c)) == {"stages.6.shortcut.0": 1}
+    # where a rank in every layer fits, every layer gets one (floors on the cut ones alone let the next plan cut others)
+    every = [layer.name for layer in lowrank.LayerTable(ResNet(blocks=3).eval(), torch.randn(1, 1, 28, 28)).compressible]
+    assert wanted_floors(cut[1:], {}, lambda f: True, lambda c: severing(graph, c), every) == {name: 1 for name in every}
+    assert wanted_floors(cut, {}, few, lambda c: severing(graph, c), every) == {"stem.0": 1}  # not all fit: as before
+    assert wanted_floors([], {}, lambda f: True, lambda c: severing(graph, c), every) is None  # nothing cut: no new plan
+
+
+def test_a_solver_that_moves_its_cut_each_round_still_ends_with_every_path(monkeypatch):
+    """resnet20-fmnist at latency 0.625 (spatial): a plan with a rank in every layer fit, but
+    each round of floors on the cut layers moved the cut to another block (the stepped latency
+    tables always made some rank 0 cheapest), and after four rounds the plan kept two branches
+    cut. Here a solver that always cuts one layer without a floor stands in for it: the default
+    must still return a plan that cuts nothing, within the budget."""
+    import sys
+
+    from solvers.problem import Allocation
+
+    module = sys.modules["lowrank.compress"]
+    solve = module._solve
+
+    def moving_cut(problem, method, rank_multiple, min_rank, options):
+        alloc = solve(problem, method, rank_multiple, min_rank, options)
+        floored = min_rank if isinstance(min_rank, dict) else {}
+        free = [layer for layer in sorted(problem.layers) if layer not in floored]
+        if free:  # cut the first layer left without a floor (cheaper: the budget still holds)
+            ranks, active = alloc.ranks.copy(), alloc.active
+            ranks[next(i for i in problem.layers[free[0]] if active[i])] = 0
+            alloc = Allocation(problem, ranks, alloc.method, active, info=alloc.info)
+        return alloc
+
+    monkeypatch.setattr(module, "_solve", moving_cut)
+    torch.manual_seed(0)
+    model = ResNet(blocks=3).eval()
+    x, y = torch.randn(48, 1, 28, 28), torch.randint(0, 10, (48,))
+    calib = [(x[:32], y[:32]), (x[32:], y[32:])]
+    result = lowrank.compress(model, calib, Budget(macs=0.3), method="exact", basis="weight")
+    assert all(row.rank >= 1 or row.dense for row in result.plan.rows)
+    assert _fits(result, x)
+    with pytest.warns(lowrank.SeveredModelWarning):  # the stand-in does cut without floors (the fc: every path)
+        free = lowrank.compress(model, calib, Budget(macs=0.3), method="exact", basis="weight", min_rank=0)
+    assert any(row.rank == 0 and not row.dense for row in free.plan.rows)
