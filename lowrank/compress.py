@@ -226,20 +226,18 @@ def wanted_floors(cut: list[str], floors: dict[str, int], fits: Callable[[dict],
     the cut to another block, and the plan kept two branches cut where a live plan fit. On
     resnet20-fmnist at latency 0.7 a rank for all six cut layers did not fit, and the plan kept
     its stem at rank 0: a constant model, where a rank for the stem alone fit."""
-    if cut and every:
-        wanted = {**floors, **{layer: max(1, floors.get(layer, 0)) for layer in every}}
-        if wanted != floors and fits(wanted):
-            return wanted
-    for layers in _floor_candidates(cut, severs):
+    for layers in _floor_candidates(cut, severs, every):
         wanted = {**floors, **{layer: 1 for layer in layers}}
         if layers and wanted != floors and fits(wanted):
             return wanted
     return None
 
 
-def _floor_candidates(cut: list[str], severs: Callable[[list[str]], list[str]]):
+def _floor_candidates(cut: list[str], severs: Callable[[list[str]], list[str]], every: list[str] = ()):
     """The layer sets :func:`wanted_floors` tries, in its order; the paths through the graph
     are searched only once the cheaper candidates have not fit."""
+    if cut:
+        yield every
     yield cut
     severing_ones = severs(cut)
     yield severing_ones
