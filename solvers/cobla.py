@@ -183,11 +183,11 @@ START_METHODS = ("uniform", "energy", "alds", "zhang")
 
 
 def _fast_starts(problem: Problem) -> dict[str, Allocation]:
-    """Each of ``START_METHODS``' allocations, leaving out a method that finds none: a
-    budget at exactly the cheapest plan with a rank in every layer (a plan for less after a
-    measured miss, with a floor of 1 everywhere) fits ``exact``, but a greedy method that
-    steps down its own scheme choice, or sums its cost a step at a time, can end a rounding
-    error over it. A start that does not fit is no start; ``exact`` always gives one."""
+    """Each of ``START_METHODS``' allocations, leaving out a method that finds none. A plan
+    for less after a measured miss can aim at exactly the cheapest plan with a rank in every
+    layer, with a floor of 1 everywhere: ``exact`` fits it, but ``zhang`` raised there on
+    LeNet-5 (its greedy steps down its own scheme choice, and the cost it sums a step at a time
+    need not land on that least cost). A start that does not fit is no start."""
     out = {}
     for m in START_METHODS:
         try:
