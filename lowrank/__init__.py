@@ -3,7 +3,7 @@ from .solvers import InfeasibleBudgetError
 
 from . import kinds, resources
 from .budget import Budget
-from .compress import CompressionResult, SeveredModelWarning, compress
+from .compress import CompressionResult, SeveredModelWarning, UnseenPathWarning, compress
 from .factorise.masked import MaskedModel
 from .finetuning import evaluate, finetune
 from .kinds import DEFAULT_SCHEME, SCHEMES, FactorizedConv2d, FactorizedLinear
@@ -17,6 +17,6 @@ from . import compat  # noqa: E402,F401  (older module paths such as lowrank.mod
 
 __all__ = [
     "Budget", "CompressionResult", "DEFAULT_SCHEME", "FactorizedConv2d", "FactorizedLinear", "InfeasibleBudgetError",
-    "LatencyTarget", "LayerTable", "MaskedModel", "Plan", "SCHEMES", "SeveredModelWarning", "compare_speed", "compress",
+    "LatencyTarget", "LayerTable", "MaskedModel", "Plan", "SCHEMES", "SeveredModelWarning", "UnseenPathWarning", "compare_speed", "compress",
     "evaluate", "finetune", "kinds", "rebuild", "recalibrate_batchnorm", "resources",
 ]

@@ -14,6 +14,7 @@ from torch import nn
 from . import kinds, needs, resources, solvers
 from .budget import Budget
 from .layers.graph import severing
+from .layers.record import layers_called
 from .planning.ceiling import Ceiling, measured_ceilings, on_the_network_clock, with_alive_floors
 from .planning.plan import Plan
 from .planning.rebuild import rebuild
@@ -23,7 +24,8 @@ from .resources import Check, Limit
 from .solvers.floors import Floors
 from .solvers.multiples import Multiples
 from .util.batches import as_batches, split_calibration
-from .util.checks import check_finite_inputs, check_finite_model, check_materialised
+from .util.checks import check_finite_inputs, check_finite_model, check_materialised, check_module
+from .util.parametrized import folded
 from .util.inputs import ModelCallError, first_sample, model_device
 
 @dataclass
@@ -45,6 +47,12 @@ class CompressionResult:
     def held(self) -> bool:
         """Whether every check held: the promise compress keeps."""
         return all(c.held for c in self.checks.values())
+
+    @property
+    def not_priced(self) -> list[str]:
+        """Layers the example input did not run (a path it did not take): their MACs and time are
+        in no total, so those budgets cover only the paths it took (:class:`UnseenPathWarning`)."""
+        return self.plan.info.get("not_priced", "").split(", ") if self.plan.info.get("not_priced") else []
 
     @property
     def severed_by(self) -> list[str]:
@@ -69,6 +77,37 @@ DEFAULT_METHOD = "cobla"
 
 class SeveredModelWarning(UserWarning):
     """A plan held its budget by cutting the network's input off from its output."""
+
+
+class UnseenPathWarning(UserWarning):
+    """Layers with weights did not run on the example input costs are counted on: the plan,
+    and the check that it held, cover only the paths that input took."""
+
+
+def warn_unseen_paths(table: LayerTable, batches: list) -> list[str]:
+    """The layers whose weights the example pass did not use (a branch it did not take),
+    named in a :class:`UnseenPathWarning` that says whether the calibration data runs them;
+    they stay dense, and their MACs and time are in no total."""
+    names = [layer.name for layer in table.layers.values() if layer.not_run]
+    if not names:
+        return []
+    taken = layers_called(table.model, names, batches)
+    said = []
+    if taken:
+        said.append(f"{_listed(sorted(taken))} ran on the calibration data but not on its first sample, on which costs are "
+                    "counted: the model takes other paths on other inputs")
+    never = [n for n in names if n not in taken]
+    if never:
+        said.append(f"{_listed(never)} never ran on the calibration data")
+    warnings.warn("; ".join(said) + ". Those layers stay dense and their MACs and time are in no total, so those budgets "
+                  "and their checks cover only the paths the first sample took; an input that takes another path runs it at "
+                  "full cost. Give calibration data whose first sample takes every path, or make the paths independent of "
+                  "the input.", UnseenPathWarning, stacklevel=4)  # the caller of compress
+    return names
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
 
 
 def compress(
@@ -140,8 +179,10 @@ def compress(
     elif isinstance(rank_multiple, bool) or not isinstance(rank_multiple, numbers.Integral) or rank_multiple < 1:
         raise ValueError(f"rank_multiple must be a positive integer or 'auto', got {rank_multiple!r}")
     _check_min_rank(min_rank)
+    check_module(model)
     check_materialised(model)
     check_finite_model(model)
+    model = folded(model)  # parametrized weights as plain ones, on a copy: the user's model is never read in train mode
     settings = resources.settings_by_resource(measure_on)
     result = _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis,
                        rank_multiple, min_rank, settings, accept_uncounted, solver_options)
@@ -311,6 +352,7 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
                                      "inputs, pass ((a, b), None), or a list of ((a, b), targets) batches.") from err
             raise
     _refuse_uncounted(table, budget, settings, accept_uncounted)
+    not_priced = warn_unseen_paths(table, batches)
     uses_provider = provider is not None and "objective" not in solver_options  # (a caller's own objective wins)
     if uses_provider:
         batches, select_batches = split_calibration(batches) if selection is None else (batches, as_batches(selection))
@@ -344,8 +386,12 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
         prices = table.prices_of(problem.resources, settings)
         plan = Plan.from_allocation(alloc, table.layers, prices, budget.limits({r: p.total for r, p in prices.items()}))
         rebuilt = rebuild(model, plan, table=table)
+        for name in problem.resources:  # as measured: e.g. channels-last where latency was timed so
+            rebuilt = resources.get(name).delivered(rebuilt, settings.get(name))
         checks = check_rebuilt(model, rebuilt, table, budget, alloc, settings)
         plan.info["attempts"] = attempt
+        if not_priced:
+            plan.info["not_priced"] = ", ".join(not_priced)
         for ceiling in ceilings.values():
             plan.info.update(ceiling.to_info())
         if fractions:

@@ -28,6 +28,11 @@ class InfeasibleBudgetError(ValueError):
     """No allocation meets the budgets, not even rank 0 everywhere."""
 
 
+class PlanOverBudgetError(RuntimeError):
+    """A method returned an allocation over a budget: a bug in the method, never handed on as
+    a plan (the promise every method keeps), and said as one, in words a user can act on."""
+
+
 def _as_costs(x, n: int, what: str) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64).reshape(-1)
     if a.shape != (n,):

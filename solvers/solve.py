@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import time
 
-from .problem import Allocation, Problem
+from .problem import Allocation, PlanOverBudgetError, Problem
 from .registry import method as find_method
 from .rounding import fit_measured
 
@@ -21,9 +21,10 @@ def solve(problem: Problem, method: str, **options) -> Allocation:
         alloc = fit_measured(alloc)
     alloc.info.setdefault("solve_seconds", time.perf_counter() - t0)
     if not alloc.feasible:  # a promise, not a hope: never hand back an over-budget plan
-        raise AssertionError(
-            f"method {method!r} returned an allocation over budget: cost {alloc.cost} > budgets {problem.budgets}"
-        )
+        raise PlanOverBudgetError(
+            f"method {method!r} returned an allocation over budget (cost {alloc.cost} > budgets {problem.budgets}), so no "
+            "plan was made. That is a bug in lowrank, not in your model or budget: please report it with both; meanwhile "
+            "another method (e.g. method='exact') may plan it.")
     return alloc
 
 

@@ -2,8 +2,9 @@
 per command family (:mod:`.compress`, :mod:`.sweep`, :mod:`.frontier`, :mod:`.zoo`) and the flags they share
 (:mod:`.options`).
 
-User mistakes (a bad budget, an unknown model, a missing dataset or file) end in one line on
-stderr and exit status 2, not a traceback.
+User mistakes (a bad budget, an unknown model, a missing dataset or file, a file or folder that
+cannot be read or written, a results database that is not one) end in one line on stderr and
+exit status 2, not a traceback.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 
 from .. import resources
 from ..data import DatasetMissingError
-from . import compress, frontier, sweep, zoo
+from . import compress, files, frontier, sweep, zoo
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, DatasetMissingError, FileNotFoundError) as err:  # user mistakes: one clear line
+    except (ValueError, TypeError, DatasetMissingError) as err:  # user mistakes: one clear line
         print(f"lowrank: error: {in_flags(str(err), _flags(parser))}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file or folder that cannot be read or written (permissions, a full disk, ...)
+        print(f"lowrank: error: {files.os_error_line(err) if err.strerror else err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lowrank: interrupted (a sweep resumes where it stopped when run again)", file=sys.stderr)

@@ -17,7 +17,7 @@ from ..kinds import DEFAULT_SCHEME
 from ..util.batches import as_batches
 from ..util.inputs import take
 from ..zoo import ZOO, get
-from . import options
+from . import files, options
 
 def add(sub) -> None:
     comp = sub.add_parser(
@@ -131,6 +131,9 @@ def _compress(args) -> int:
     if args.export and not args.out:
         raise ValueError("--export needs --out FILE: the exported files are written beside it (FILE with .onnx / .pt2)")
     budget = options.budget_of(args)
+    for flag in ("out", "plan"):  # before minutes of work, not after
+        if getattr(args, flag):
+            files.check_writable(Path(getattr(args, flag)), f"--{flag}")
     entry, model, calib = _model_and_data(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SeveredModelWarning)  # said below, in this command's words
@@ -166,14 +169,14 @@ def _compress(args) -> int:
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(result.model, out)
+        files.write_whole(out, lambda p: torch.save(result.model, p))
         plan_path = Path(args.plan) if args.plan else out.with_suffix(".plan.json")
-        plan_path.write_text(result.plan.to_json())
+        files.write_whole(plan_path, lambda p: p.write_text(result.plan.to_json()))
         print(f"compressed model written to {out} (load with torch.load(path, weights_only=False), lowrank installed); plan: {plan_path}")
         for fmt in args.export or []:
             print(_export(result.model, calib, out, fmt))
     elif args.plan:
-        Path(args.plan).write_text(result.plan.to_json())
+        files.write_whole(Path(args.plan), lambda p: p.write_text(result.plan.to_json()))
         print(f"plan written to {args.plan}")
     return 0 if result.held else 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
@@ -56,8 +57,18 @@ class ResultStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise StoreError(f"the results database {self.path} is a folder: give a file path (--db on the command line)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+        with self._named():
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+            try:
+                self._create()
+            except sqlite3.Error:
+                self.db.close()
+                raise
+
+    def _create(self) -> None:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         cols = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
@@ -68,6 +79,9 @@ class ResultStore:
                 self.db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
         self.db.execute("CREATE TABLE IF NOT EXISTS sweep_runs (sweep TEXT, key TEXT, position INTEGER, PRIMARY KEY (sweep, key))")
         self.db.execute("CREATE TABLE IF NOT EXISTS sweeps (name TEXT PRIMARY KEY, config TEXT, updated_at TEXT)")
+
+    def _named(self):
+        return _named_errors(self.path)
 
     def close(self) -> None:
         self.db.close()
@@ -132,8 +146,33 @@ class ResultStore:
     def expected(self, sweep: str) -> int:
         return self.db.execute("SELECT COUNT(*) FROM sweep_runs WHERE sweep = ?", (sweep,)).fetchone()[0]
 
+    @contextmanager
     def _transaction(self):
-        return _Transaction(self.db)
+        """One transaction; SQLite's errors (a read-only file, a full disk) name the file."""
+        with self._named(), _Transaction(self.db):
+            yield
+
+
+class StoreError(ValueError):
+    """The results database cannot be opened, read or written; the message names the file."""
+
+
+@contextmanager
+def _named_errors(path: Path):
+    """SQLite's errors as a :class:`StoreError` naming the file and what to do."""
+    try:
+        yield
+    except sqlite3.Error as err:
+        text = str(err)
+        if "not a database" in text:
+            why = "is not a results database (SQLite: file is not a database); it was left as it was"
+        elif "readonly" in text or "read-only" in text:
+            why = "cannot be written (SQLite: read-only database)"
+        elif "unable to open" in text:
+            why = "cannot be opened or created (SQLite: unable to open database file): its folder must exist and be writable"
+        else:
+            why = f"failed (SQLite: {text})"
+        raise StoreError(f"the results database {path} {why}. Choose another database path (--db on the command line)") from err
 
 
 class _Transaction:

@@ -21,6 +21,7 @@ class Layer:
     kind: str  # "linear", "conv2d", ...; the module's class name where no scheme takes it
     schemes: dict[str, kinds.LayerScheme] = field(default_factory=dict, repr=False)
     reason: str = ""
+    folded: str = ""  # the parametrizations folded into its weight (lowrank.util.parametrized), if any
 
     @property
     def name(self) -> str:
@@ -38,6 +39,11 @@ class Layer:
     @property
     def compressible(self) -> bool:
         return bool(self.schemes)
+
+    @property
+    def not_run(self) -> bool:
+        """Its weight took no part in the example pass: a path that input did not take."""
+        return not self.record.used
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -73,8 +79,14 @@ class Layer:
         return scheme if scheme in self.schemes else next(iter(self.schemes))
 
 
-def dense_reason(module: nn.Module, calls: int) -> str:
+NOT_RUN = ("not used on the example input (a branch or path this input did not take): its MACs and time are in no "
+           "total (its parameters are), and compress warns of it")
+
+
+def dense_reason(module: nn.Module, calls: int, used: bool = True) -> str:
     """Why a module with weights is not factorised, in words a user can act on."""
+    if calls == 0 and not used:
+        return NOT_RUN
     if calls == 0:
         return "never called as a module in the forward pass (its weight is used functionally, e.g. inside nn.MultiheadAttention)"
     if isinstance(module, nn.modules.conv._ConvNd) and module.groups != 1:
@@ -104,7 +116,7 @@ def select_layers(records: Sequence[LayerRecord], include: Callable[[str], bool]
             reason = (f"weight tied to {', '.join(repr(t) for t in record.tied_to)}: factorising one user of a shared "
                       "weight would free none of its parameters")
         elif not schemes:
-            reason = dense_reason(record.module, len(record.calls))
+            reason = dense_reason(record.module, len(record.calls), record.used)
         else:
             reason = ""
         out[record.name] = Layer(record, kind, {} if reason else schemes, reason)

@@ -109,6 +109,9 @@ class Plan:
             for x in res
         )
         lines.append(f"method {self.method}: keeps {fr}")
+        if self.info.get("not_priced"):
+            lines.append(f"covers only the paths the example input took: {self.info['not_priced']} did not run on it (dense, "
+                         "its MACs and time in no total)")
         return "\n".join(lines)
 
     __str__ = table

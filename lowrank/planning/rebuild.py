@@ -7,6 +7,7 @@ from torch import nn
 
 from .. import kinds
 from ..factorise.surgery import replace_layers
+from ..util.parametrized import folded
 from .plan import Plan
 from .table import LayerTable
 
@@ -26,6 +27,7 @@ def rebuild(
     whether it stays dense). Given ranks, a layer whose factorised form at that rank is not
     cheaper than dense in every counted resource (MACs, parameters) stays dense.
     """
+    model = folded(model)  # a parametrized layer is rebuilt from its effective weight (lowrank.util.parametrized)
     if table is None:
         if example_input is None:
             raise ValueError("rebuild needs table= or example_input= to count each layer's costs")

@@ -23,6 +23,8 @@ def summary(layers: Iterable[Layer], prices: Mapping[str, Prices]) -> str:
     pad = f"{'':{kind_w}s} {'':{shape_w}s}"
     for l in layers:
         note = "compressible: " + ", ".join(f"{s} rank {r}" for s, r in l.full_ranks.items()) if l.compressible else l.reason
+        if l.folded:
+            note += f" (parametrization folded: {l.folded}; its effective weight is used)"
         costs = "".join(f" {prices[r].layers[l.name].dense:12,.0f}" for r in shown)
         lines.append(f"{l.name:{name_w}s} {l.kind:{kind_w}s} {shape(l):{shape_w}s}{costs}  {note}")
     outside = [max(0, prices[r].total - sum(prices[r].layers[l.name].dense for l in layers)) for r in shown]

@@ -26,6 +26,8 @@ from ..factorise.masked import MaskedModel
 from ..layers.graph import build_graph
 from ..layers.inventory import Layer, as_predicate, select_layers
 from ..layers.record import record_layers
+from ..util.checks import check_module
+from ..util.parametrized import folded, folded_from
 from ..resources import Prices
 from ..solvers import Group, Problem
 from .problem import build_problem, layer_group
@@ -41,10 +43,14 @@ class LayerTable:
     def __init__(self, model: nn.Module, example_input: Any, include: Callable[[str], bool] | Sequence[str] | None = None):
         """``include``: which layers may be factorised, as a predicate on the layer name or a
         list of name prefixes (default: every layer a registered scheme accepts)."""
-        self.model = model
+        check_module(model)
+        self.model = model = folded(model)  # parametrized weights as plain ones, on a copy (lowrank.util.parametrized)
         self.example_input = example_input
         self.include = as_predicate(include)
         self.layers: dict[str, Layer] = select_layers(record_layers(model, example_input), self.include)
+        for name, what in folded_from(model).items():
+            if name in self.layers:
+                self.layers[name].folded = ", ".join(what)
         self.graph: nx.DiGraph = build_graph(model, [n for n, l in self.layers.items() if l.calls])
         self.bases = Bases(model, {l.name: l for l in self.compressible})
         self._prices: dict[tuple, Prices] = {}

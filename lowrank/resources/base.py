@@ -134,6 +134,12 @@ class Resource:
         return out
 
     # --- checking a rebuilt model ---------------------------------------------------------
+    def delivered(self, model: nn.Module, settings: Any = None) -> nn.Module:
+        """The rebuilt model (lowrank's own copy) as ``compress`` hands it over, in the form
+        this resource was measured in, so the budget holds for a user who does nothing
+        special: as it is, unless a measured resource says otherwise."""
+        return model
+
     def check(self, original: nn.Module, rebuilt: nn.Module, example_input: Any, limit: Limit, reference: float,
               planned: float | None = None, settings: Any = None) -> Check:
         """The rebuilt model counted against ``limit`` (``reference``: the original's total,

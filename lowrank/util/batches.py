@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from .inputs import size, take
+from .inputs import describe, size, take
 
 Batch = tuple[Any, Any]  # (inputs, targets or None)
 
@@ -33,7 +33,17 @@ def as_tensors(x: Any) -> Any:
 
 
 def as_batches(calib: Any) -> list[Batch]:
-    """Normalise calibration data to a list of (inputs, targets-or-None) batches."""
+    """Normalise calibration data to a list of (inputs, targets-or-None) batches. A batch of
+    no samples holds nothing and is left out; calibration data with none at all is refused."""
+    batches = _batches(calib)
+    out = [(x, y) for x, y in batches if size(x) > 0]
+    if not out:
+        raise ValueError(f"calib is empty: its {len(batches)} batch(es) hold 0 samples (the first: "
+                         f"{describe(batches[0][0])}); give at least one batch of inputs")
+    return out
+
+
+def _batches(calib: Any) -> list[Batch]:
     if isinstance(calib, np.ndarray):
         calib = as_tensors(calib)
     if isinstance(calib, (torch.Tensor, dict)):
@@ -43,7 +53,8 @@ def as_batches(calib: Any) -> list[Batch]:
     if isinstance(calib, Iterable):
         out = []
         for b in calib:
-            out += as_batches(b)
+            # A DataLoader's default collate turns each (inputs, targets) sample into a list [inputs, targets].
+            out += _batches(tuple(b) if isinstance(b, list) and _is_pair(tuple(b)) else b)
         if not out:
             raise ValueError("calib is empty: give at least one batch of inputs")
         return out

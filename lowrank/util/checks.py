@@ -18,6 +18,19 @@ def _bad(t: torch.Tensor) -> tuple[int, int]:
     return int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
 
 
+def check_module(model: nn.Module) -> None:
+    """Refuse what is not a plain ``nn.Module`` lowrank can hook and copy: a TorchScript module
+    (hooks are not supported on it, and its layers cannot be replaced), or no module at all."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError("the model is a TorchScript module (torch.jit.script or torch.jit.trace): lowrank needs the Python "
+                        "nn.Module it was made from, to record and replace its layers. Compress that nn.Module, then script "
+                        "or trace the compressed model (result.model).")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"the model must be a torch.nn.Module, not {type(model).__name__}"
+                        + (": pass the nn.Module you exported, then export the compressed one (lowrank.export)"
+                           if "ExportedProgram" in type(model).__name__ else ""))
+
+
 def check_materialised(model: nn.Module) -> None:
     """Refuse a model whose tensors live on the ``meta`` device (shapes without values)."""
     meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
