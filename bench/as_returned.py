@@ -6,7 +6,7 @@ before it returned the timed layout), and the original laid out channels-last to
 
     python bench/as_returned.py [--model vgg-fmnist] [--latency 0.6] [--scheme spatial] [--repeats 2]
 
-Writes reports/as_returned.md and .csv.
+Writes reports/speed/as_returned.md and .csv.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--scheme", default="spatial")
     parser.add_argument("--method", default="exact")
     parser.add_argument("--repeats", type=int, default=2, help="paired timings of each form")
-    parser.add_argument("--out", default=str(ROOT / "reports"))
+    parser.add_argument("--out", default=str(ROOT / "reports" / "speed"))
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)

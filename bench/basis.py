@@ -9,7 +9,7 @@ report the seconds, the Grams' memory, the largest copy of input vectors made at
 unfold 16 images at a time) beside what unfolding the whole batch would have taken, how many
 Grams are rank-deficient (smallest eigenvalue under 1e-9 of the mean: dead ReLUs, fewer
 vectors than dimensions; the ridge handles them), and test accuracy with ``exact`` at 50% of
-the MACs in either basis. Writes reports/basis.md and reports/basis.csv.
+the MACs in either basis. Writes reports/quality/basis.md and reports/quality/basis.csv.
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def main():
     ap.add_argument("--schemes", nargs="*", default=["channel", "spatial"])
     ap.add_argument("--calib", type=int, default=128)
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # internal: measure one (model, scheme) and print JSON
-    ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--out", default=str(ROOT / "reports" / "quality"))
     args = ap.parse_args()
     if args.one:
         print(json.dumps(measure(*args.one, args.calib)))

@@ -6,7 +6,7 @@ For each latency budget and each setting of ``LatencyTarget(fold_batchnorm=...)`
 (scheme auto, min_rank 0, the zoo entry's calibration draw), then report what the plan
 predicted, what the rebuilt model measured against the original (timed in turn), how many
 attempts the plan took, the accuracy on 1,000 test images, the layers cut to rank 0, and the
-ceiling (the cheapest plan, predicted and measured). Writes reports/fold_prediction.md and .csv.
+ceiling (the cheapest plan, predicted and measured). Writes reports/speed/fold_prediction.md and .csv.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def main():
     ap.add_argument("--model", default="resnet20-fmnist")
     ap.add_argument("--latency", nargs="*", type=float, default=[0.9, 0.8])
     ap.add_argument("--method", default="exact")
-    ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--out", default=str(ROOT / "reports" / "speed"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     entry = get(args.model)

@@ -11,7 +11,7 @@ every path runs faster than the original over this. Part 2: a 3x3 conv (channel 
 factor) and a 3x1 conv (spatial scheme's) from 16 channels at 28x28 to r channels, r = 1..16,
 beside the dense 16->16 3x3 conv (resnet20-fmnist's first stage), timed in turn as layer
 timings are (``lowrank.timing``: the median of the target's rounds).
-Writes reports/live_ceiling.md and .csv.
+Writes reports/speed/live_ceiling.md and .csv.
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=["resnet20-fmnist", "vgg-fmnist"])
     ap.add_argument("--schemes", nargs="*", default=["spatial", "auto", "channel"])
-    ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--out", default=str(ROOT / "reports" / "speed"))
     args = ap.parse_args(argv)
     target = LatencyTarget()
     floors = [live_floor(m, s) for m in args.models for s in args.schemes]

@@ -8,7 +8,7 @@ the schemes given), fold BatchNorm in both models, then time four models in turn
 round (eager, 1 thread, batch 64): the original and the rebuilt model, each contiguous and
 channels-last. Each speedup is against the original in the same layout, so a layout that
 speeds up the original as well is no free gain. Accuracy on 2,000 test images (the layout does
-not change it). Writes reports/memory_format.md and .csv.
+not change it). Writes reports/speed/memory_format.md and .csv.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def main():
     ap.add_argument("--schemes", nargs="*", default=["spatial", "auto"])
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--eval-samples", type=int, default=2000)
-    ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--out", default=str(ROOT / "reports" / "speed"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = []

@@ -7,7 +7,7 @@ the median of the per-round ratios (``lowrank.timing.paired_estimate``, the chec
 The rebuilt model is ``exact`` at a latency budget, spatial scheme, weight basis; every check
 times the same pair in turn (``lowrank.timing.alternating_rounds``, what ``compare_speed`` times; one
 torch thread, batch 64).
-Writes reports/paired_speed.md and .csv.
+Writes reports/speed/paired_speed.md and .csv.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def main():
     ap.add_argument("--latency", type=float, default=0.625)
     ap.add_argument("--checks", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=11)
-    ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--out", default=str(ROOT / "reports" / "speed"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     target = LatencyTarget(device="cpu", threads=1, batch=64)

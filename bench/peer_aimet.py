@@ -9,7 +9,7 @@ gradients on three quarters and chooses its candidate on the last quarter). Both
 spatial scheme on vgg-fmnist. Because AIMET's greedy search lands below its MAC target, lowrank
 also runs at the MAC fraction AIMET reached. MACs are counted on each rebuilt model by
 lowrank's independent counter (torch.utils.flop_counter); accuracy is on the 10,000 test
-images. Writes reports/peer_aimet.md and reports/peer_aimet.csv.
+images. Writes reports/peers/peer_aimet.md and reports/peers/peer_aimet.csv.
 
 Needs ``pip install torch==2.13.0 aimet-torch==2.42.0`` (see ../shared/PEERS.md for the
 torchvision workaround this script applies).
@@ -94,7 +94,7 @@ def main():
     ap.add_argument("--images", type=int, default=500, help="calibration images both tools see")
     ap.add_argument("--candidates", type=int, default=10, help="AIMET's compression-ratio candidates per layer")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "reports"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "reports" / "peers"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

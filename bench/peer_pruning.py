@@ -19,7 +19,7 @@ of ``--ft-samples`` training images, distillation ``--kd`` from the original, se
 evaluated on ``--eval`` test images before and after. Speed is the original and each model
 timed in turn (eager CPU, 1 thread, batch 64, BatchNorm folded in both, channels-last as
 ``LatencyTarget`` times by default, median of per-round ratios). For each pruning point the
-page names the most accurate lowrank plan at least as fast after fine-tuning, and the gap. Writes reports/peer_pruning.md, .csv and .png.
+page names the most accurate lowrank plan at least as fast after fine-tuning, and the gap. Writes reports/peers/peer_pruning.md, .csv and .png.
 
 Needs ``pip install --no-deps torch-pruning==1.6.1``.
 """
@@ -110,7 +110,7 @@ def main():
     ap.add_argument("--eval", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--name", default="peer_pruning")
-    ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--out", default=str(ROOT / "reports" / "peers"))
     args = ap.parse_args()
     import torch_pruning as tp
 

@@ -5,7 +5,7 @@ MAC budgets, timed with the 1x1 factor as ``nn.Conv2d`` (the layer before) and a
     python bench/pointwise.py [--models ...] [--macs 0.3 0.5 0.7] [--rounds 15]
 
 Each pair is timed alternately in this process (``lowrank.timing.compare_speed``, one torch
-thread, batch 64, ``torch.inference_mode``; medians). Writes reports/pointwise.md and .csv.
+thread, batch 64, ``torch.inference_mode``; medians). Writes reports/speed/pointwise.md and .csv.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def main():
     ap.add_argument("--macs", nargs="*", type=float, default=[0.3, 0.5, 0.7])
     ap.add_argument("--method", default="exact")
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--out", default=str(ROOT / "reports" / "speed"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     target = LatencyTarget(device="cpu", threads=1, batch=64)

@@ -11,7 +11,7 @@ does not depend on the values, though the ranks ``exact`` picks from their flat 
 BatchNorm is folded in both models before timing (`LatencyTarget(fold_batchnorm=True)`), and
 eager PyTorch times them channels-last (the target's default memory format). Plans
 come from ``exact`` in the weight basis (no data needed); every MAC fraction is counted on the
-rebuilt model. Writes reports/real_size.md and .csv.
+rebuilt model. Writes reports/speed/real_size.md and .csv.
 
 torchvision from PyPI beside the CPU torch wheel imports only once the schemas of the two
 operators it registers fakes for are defined (../shared/PEERS.md): done here before import.
@@ -73,7 +73,7 @@ def main():
     ap.add_argument("--schemes", nargs="*", default=["channel", "spatial"])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--name", default="real_size")
-    ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--out", default=str(ROOT / "reports" / "speed"))
     args = ap.parse_args()
     x = torch.randn(1, 3, 224, 224)
     targets = [LatencyTarget(device="cpu", threads=t, batch=b, runtime=r, repeats=args.rounds, fold_batchnorm=True)

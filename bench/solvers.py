@@ -1,6 +1,6 @@
 """Time every allocation method on synthetic problems shaped like real networks.
 
-    python bench/solvers.py            # writes reports/solvers.md and reports/solvers.csv
+    python bench/solvers.py            # writes reports/solvers/solvers.md and reports/solvers/solvers.csv
 
 Instances: VGG-16, ResNet-50 and BERT-large layer shapes (solvers.synthetic), random
 spectra from a fixed seed, budgets 50% of MACs and 40% of parameters. The objective for
@@ -125,7 +125,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instances", nargs="*", default=list(INSTANCES), choices=list(INSTANCES))
     parser.add_argument("--milp-time-limit", type=float, default=300.0)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "reports"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "reports" / "solvers"))
     args = parser.parse_args()
     rows = run(args.instances, args.milp_time_limit)
     write(rows, Path(args.out), "python bench/solvers.py" + ("" if args.instances == list(INSTANCES) else " --instances " + " ".join(args.instances)))

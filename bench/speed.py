@@ -15,7 +15,7 @@ then time the original and the rebuilt model alternately in this process with
 ``--rounds`` rounds; medians). *of MAC limit* = speedup x MACs kept (1.0: all the speed the
 MAC count promises). *noise*: robust SD of the rebuilt model's rounds. For latency budgets,
 *held* says whether measured <= limit + noise, the limit re-based on the original as
-measured alongside. Writes reports/speed.md and reports/speed.csv (or speed-<device>.*).
+measured alongside. Writes reports/speed/speed.md and reports/speed/speed.csv (or speed-<device>.*).
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--eval-samples", type=int, default=2000)
-    ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--out", default=str(ROOT / "reports" / "speed"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     target = LatencyTarget(device=args.device, threads=1, batch=args.batch)

@@ -7,7 +7,7 @@ selection splits only), measure test accuracy, then fine-tune a copy without and
 distillation from the original (kd = 0.5, T = 4) and measure again. The control row is the
 original itself fine-tuned by the same two recipes: the zoo CNNs are trained for a few epochs
 on a CPU, so extra training alone lifts them, and only the gap to the control is the cost of
-compression. Writes reports/vgg_fmnist.md and reports/vgg_fmnist.csv.
+compression. Writes reports/quality/vgg_fmnist.md and reports/quality/vgg_fmnist.csv.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def main():
     ap.add_argument("--samples-per-epoch", type=int, default=None, help="cap an epoch (default: the whole train split)")
     ap.add_argument("--methods", nargs="*", default=METHODS)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "reports"))
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "reports" / "quality"))
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -5,7 +5,7 @@
 Each run is its own process, so its peak memory is its own: one collects the calibration
 moments and takes every layer's whitened SVD (the activation basis), one the plain weight SVD
 for comparison. Random weights and ReLU'd random inputs stand in for the real ones: time and
-memory depend on the shapes, not the values. Writes reports/wide_basis.md and .csv.
+memory depend on the shapes, not the values. Writes reports/quality/wide_basis.md and .csv.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--out", default=str(ROOT / "reports" / "quality"))
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:

@@ -1,4 +1,5 @@
 """lowrank: compress trained PyTorch networks by low-rank factorisation under hard budgets."""
+from . import solvers_by_location  # noqa: F401  (first: installs lowrank.solvers, our solvers found by location)
 from .solvers import InfeasibleBudgetError
 
 from . import kinds, resources
@@ -13,7 +14,6 @@ from .planning.table import LayerTable
 from .recalibrate import recalibrate_batchnorm
 from .timing import LatencyTarget, compare_speed
 from .version import __version__
-from . import compat  # noqa: E402,F401  (older module paths such as lowrank.model.table keep working)
 
 __all__ = [
     "Budget", "CompressionResult", "DEFAULT_SCHEME", "FactorizedConv2d", "FactorizedLinear", "InfeasibleBudgetError",

@@ -110,78 +110,50 @@ def _listed(names: list[str]) -> str:
     return ", ".join(repr(n) for n in names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
 
 
-def compress(
-    model: nn.Module,
-    calib: Any,
-    budget: Budget,
-    method: str = DEFAULT_METHOD,
-    scheme: str = kinds.DEFAULT_SCHEME,
-    table: LayerTable | None = None,
-    loss: Callable | None = None,
-    selection: Any = None,
-    progress: bool = False,
-    include=None,
-    measured: Any = None,
-    basis: str = "activation",
-    rank_multiple: int | str = "auto",
-    measure_on: Any = None,
-    accept_uncounted: bool = False,
-    min_rank: int | dict | str = "auto",
-    **solver_options,
-) -> CompressionResult:
-    """Factorise ``model``'s layers so that the result fits ``budget``.
+def compress(model: nn.Module, calib: Any, budget: Budget, method: str = DEFAULT_METHOD, scheme: str = kinds.DEFAULT_SCHEME,
+             table: LayerTable | None = None, loss: Callable | None = None, selection: Any = None, progress: bool = False,
+             include=None, measured: Any = None, basis: str = "activation", rank_multiple: int | str = "auto",
+             measure_on: Any = None, accept_uncounted: bool = False, min_rank: int | dict | str = "auto",
+             **solver_options) -> CompressionResult:
+    """Factorise ``model``'s layers so that the result fits ``budget``; ``model`` itself is never changed.
 
-    ``calib``: an input tensor, an ``(inputs, targets)`` pair, an iterable of those (a
-    DataLoader), or a zoo entry (its calibration and selection splits). MACs are counted for
-    one sample. ``scheme``: ``channel``, ``spatial`` or ``auto`` (the solver picks one per
-    conv layer). ``method``: any of ``solvers.methods()``; the default, ``cobla``, measured best
-    (it needs at least two calibration samples: one part for gradients, one to choose on).
-    Methods whose need uses data (``cobla``, ``sensitivity``) run the network:
-    ``loss(outputs, targets)`` defaults to cross-entropy with targets, else distance to the
-    original outputs. ``cobla`` takes its gradients on ``calib`` and picks its rounding on
-    ``selection`` (default: the last quarter of ``calib``, held out from the gradients).
-    ``basis``: ``activation`` (default) whitens each layer by its input on the calibration
-    data before its SVD, so truncation keeps the layer's output on that data; ``weight``
-    truncates the plain weight SVD. Costs are the same; in the default sweep the activation
-    basis was better in all 96 (model, budget, method) cells.
-    ``rank_multiple``: every factorised layer's rank is a multiple of it (a dense layer keeps
-    its full rank), chosen inside the optimisation by every method (see solvers.multiples);
-    hardware runs such ranks faster, and every budget still holds. ``"auto"`` (default)
-    follows the model's device: 1 on the CPU, 8 on CUDA (see :func:`device_rank_multiple`).
-    ``min_rank``: the least rank every factorised layer keeps (an int, or layer name -> int),
-    honoured by every method inside the optimisation (see solvers.floors); a budget it puts
-    out of reach is refused, naming the smallest achievable with and without it. ``"auto"``
-    (default): none, but a plan that cuts layers to rank 0 (a constant output: the network or
-    a branch of it cut) is made again with a floor of 1 on those layers wherever the budget
-    allows that, so no path is cut while a plan that keeps every path fits (compress warns if
-    the plan then still cuts the whole network).
-    A measured resource (``Budget(latency=0.5)``) is measured where ``measure_on`` says
-    (e.g. ``lowrank.LatencyTarget(threads=4)``; default: the model's device, one CPU thread,
-    batch 64, float32, BatchNorm folded, channels-last in eager PyTorch): every layer is timed
-    dense and factorised at a grid of ranks (cached on disk) and the plan predicts the total.
-    Every priced resource then checks the rebuilt model (``result.checks``; ``result.macs``,
-    ``result.latency``, ...): counted independently of the plan, or measured alongside the
-    original within the measured noise; a measured model that missed its limit is planned
-    again for less, a few times at most.
-    A MAC budget on a model that runs operations whose MACs nobody can count (a fused kernel
-    outside the modules priced by formula, see lowrank.layers.unseen) is refused, naming them,
-    unless ``accept_uncounted=True`` (the budget is then a share of what is counted).
-    Everything is checked before any work: a model on the ``meta`` device, NaN or infinite
-    values in any parameter, buffer or calibration input are refused, naming each.
-    Pass a prebuilt ``table`` to reuse its SVDs, ``measured`` to reuse a method's
-    budget-independent measurement (e.g. a cached sensitivity table); ``include`` (name
-    prefixes or a predicate) limits which layers may be factorised.
+    Args:
+        calib: an input tensor, an ``(inputs, targets)`` pair, an iterable of those (a
+            DataLoader), or a zoo entry (its calibration and selection splits).
+        budget: e.g. ``Budget(macs=0.5, params=0.4, latency=0.6)``; MACs count one sample.
+        method: any of ``solvers.methods()``; ``cobla`` (default, measured best) needs at least
+            two calibration samples: gradients on ``calib``, its choice on ``selection``
+            (default: the last quarter of ``calib``, held out).
+        scheme: ``channel``, ``spatial`` or ``auto`` (the solver picks one per conv layer).
+        loss: ``loss(outputs, targets)`` for the methods that run the network (``cobla``,
+            ``sensitivity``); default cross-entropy with targets, else distance to the
+            original outputs.
+        basis: ``activation`` (default) whitens each layer by its input on the calibration data
+            before its SVD; ``weight`` truncates the plain weight SVD (worse in all 96 cells of
+            the default sweep, at the same costs).
+        rank_multiple: every factorised rank a multiple of it, chosen inside the optimisation;
+            ``"auto"``: 1 on the CPU, 8 on CUDA (:func:`device_rank_multiple`).
+        min_rank: the least rank of every factorised layer (an int, or layer name -> int),
+            honoured inside the optimisation. ``"auto"``: none, but a plan that cuts layers to
+            rank 0 is made again with a floor of 1 wherever the budget allows it.
+        measure_on: where a measured resource is measured, e.g.
+            ``lowrank.LatencyTarget(threads=4)``; default: the model's device, one thread,
+            batch 64, BatchNorm folded, channels-last. The plan predicts the total from timed
+            layers; the rebuilt model is timed against the original, planned again for less
+            if it missed, and returned in the layout it was timed in.
+        accept_uncounted: allow a MAC budget on a model running work nobody can count (the
+            budget is then a share of what is counted); otherwise it is refused, naming it.
+        table, measured: a prebuilt :class:`LayerTable` (reuses its SVDs) and a method's
+            budget-independent measurement (e.g. a cached sensitivity table).
+        include: name prefixes or a predicate: the layers that may be factorised.
+
+    Every priced resource checks the rebuilt model (``result.checks``, ``result.held``).
+    Refused before any work, each named: a TorchScript or ``meta`` model, NaN or infinite
+    parameters, buffers or inputs, empty calibration data. Parametrized layers are factorised
+    from their effective weight; layers the first sample does not run are named in an
+    :class:`UnseenPathWarning`; a plan that cuts every path raises a :class:`SeveredModelWarning`.
     """
-    if not isinstance(budget, Budget):
-        raise TypeError(f"budget must be a lowrank.Budget, e.g. Budget(macs=0.5), not {type(budget).__name__}")
-    if rank_multiple == "auto":
-        rank_multiple = device_rank_multiple(model)
-    elif isinstance(rank_multiple, bool) or not isinstance(rank_multiple, numbers.Integral) or rank_multiple < 1:
-        raise ValueError(f"rank_multiple must be a positive integer or 'auto', got {rank_multiple!r}")
-    _check_min_rank(min_rank)
-    check_module(model)
-    check_materialised(model)
-    check_finite_model(model)
+    rank_multiple = _checked_arguments(model, budget, rank_multiple, min_rank)
     model = folded(model)  # parametrized weights as plain ones, on a copy: the user's model is never read in train mode
     settings = resources.settings_by_resource(measure_on)
     result = _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis,
@@ -195,12 +167,27 @@ def compress(
     return result
 
 
+def _checked_arguments(model, budget, rank_multiple, min_rank) -> int:
+    """Refuse bad arguments and models before any work; the rank multiple ``"auto"`` means."""
+    if not isinstance(budget, Budget):
+        raise TypeError(f"budget must be a lowrank.Budget, e.g. Budget(macs=0.5), not {type(budget).__name__}")
+    check_module(model)
+    if rank_multiple == "auto":
+        rank_multiple = device_rank_multiple(model)
+    elif isinstance(rank_multiple, bool) or not isinstance(rank_multiple, numbers.Integral) or rank_multiple < 1:
+        raise ValueError(f"rank_multiple must be a positive integer or 'auto', got {rank_multiple!r}")
+    _check_min_rank(min_rank)
+    check_materialised(model)
+    check_finite_model(model)
+    return rank_multiple
+
+
 DEVICE_RANK_MULTIPLE = {"cpu": 1, "cuda": 8}
 
 
 def device_rank_multiple(model: nn.Module) -> int:
     """The rank multiple ``"auto"`` means on the model's device. CPU: 1, measured
-    (reports/speed.md: multiples of 8 or 16 bought no speed at equal MACs on one thread).
+    (reports/speed/speed.md: multiples of 8 or 16 bought no speed at equal MACs on one thread).
     CUDA: 8, NVIDIA's tensor-core alignment guidance for fp16/TF32 GEMMs, not measured here
     (no GPU was lent). Other devices: 1."""
     return DEVICE_RANK_MULTIPLE.get(model_device(model).type, 1)
@@ -337,80 +324,148 @@ def check_rebuilt(original: nn.Module, rebuilt: nn.Module, table: LayerTable, bu
 
 def _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis, rank_multiple,
               min_rank, settings, accept_uncounted, solver_options) -> CompressionResult:
+    """Prepare (calibration batches, the layer table, its basis, what the method needs), then
+    plan, rebuild and check, planning again for less while a measured resource missed."""
+    batches, selection, include = _calibration(calib, selection, include)
+    table = table if table is not None else _table(model, batches, include, calib)
+    _refuse_uncounted(table, budget, settings, accept_uncounted)
+    not_priced = warn_unseen_paths(table, batches)
     provider = needs.provider(solvers.method(method).needs)
-    if hasattr(calib, "calibration") and hasattr(calib, "selection"):  # a zoo entry: its own splits
+    uses_provider = provider is not None and "objective" not in solver_options  # (a caller's own objective wins)
+    select_batches = None
+    if uses_provider:
+        batches, select_batches = split_calibration(batches) if selection is None else (batches, as_batches(selection))
+    table.use_basis(basis, batches)
+    _check_layer_names(min_rank, table)
+    need = _Need(provider, batches, select_batches, loss, method if progress else None, measured) if uses_provider else None
+    result = _Attempts(model, table, budget, scheme, method, rank_multiple, min_rank, settings, solver_options, need,
+                       progress).run()
+    if not_priced:
+        result.plan.info["not_priced"] = ", ".join(not_priced)
+    return result.flag_severed()
+
+
+def _calibration(calib, selection, include):
+    """(calibration batches, selection data, include): a zoo entry brings its own splits and
+    layer selection."""
+    if hasattr(calib, "calibration") and hasattr(calib, "selection"):
         include = calib.include if include is None else include
         calib, selection = calib.calibration(), (calib.selection() if selection is None else selection)
     batches = as_batches(calib)
     check_finite_inputs(batches)
-    if table is None:
-        try:
-            table = LayerTable(model, first_sample(batches[0][0]), include=include)
-        except ModelCallError as err:
-            if isinstance(calib, tuple) and len(calib) == 2:
-                raise ModelCallError(f"{err} Note: a pair (a, b) is read as (inputs, targets); for a model that takes two "
-                                     "inputs, pass ((a, b), None), or a list of ((a, b), targets) batches.") from err
-            raise
-    _refuse_uncounted(table, budget, settings, accept_uncounted)
-    not_priced = warn_unseen_paths(table, batches)
-    uses_provider = provider is not None and "objective" not in solver_options  # (a caller's own objective wins)
-    if uses_provider:
-        batches, select_batches = split_calibration(batches) if selection is None else (batches, as_batches(selection))
-    table.use_basis(basis, batches)
-    label = method if progress and uses_provider else None
-    attempts = max(resources.get(r).attempts for r in budget)
-    fractions: dict[str, float] = {}  # per resource, the share of its limit a plan aims at (< 1 once a model missed it)
-    ceilings: dict[str, Ceiling] | None = None
-    floors: dict[str, int] = {}  # min_rank="auto": the layers an attempt's plan keeps at rank >= 1
-    keep_alive = min_rank == "auto"  # aim no lower than a plan with a rank in every layer, until one measured over
-    _check_layer_names(min_rank, table)
-    for attempt in range(1, attempts + 1):
-        problem = table.problem(budget, scheme, settings=settings)
-        if ceilings is None:  # measured once: the least a plan reaches in each measured resource
-            ceilings = measured_ceilings(model, table, problem, settings, keep_alive=keep_alive)
-        problem = on_the_network_clock(problem, ceilings)
-        with_alive_floors(problem, ceilings)
-        reason = why_infeasible(problem, table.layers.values(), table.prices_of(problem.resources, settings))
+    return batches, selection, include
+
+
+def _table(model, batches, include, calib) -> LayerTable:
+    """The layer table from the first calibration sample; a model that cannot run on it is told
+    how a pair of inputs is read."""
+    try:
+        return LayerTable(model, first_sample(batches[0][0]), include=include)
+    except ModelCallError as err:
+        if isinstance(calib, tuple) and len(calib) == 2:
+            raise ModelCallError(f"{err} Note: a pair (a, b) is read as (inputs, targets); for a model that takes two "
+                                 "inputs, pass ((a, b), None), or a list of ((a, b), targets) batches.") from err
+        raise
+
+
+@dataclass
+class _Need:
+    """What a data-using method's provider needs (lowrank.needs): the batches, the loss, and
+    its budget-independent measurement, made once and kept across attempts."""
+
+    provider: Any
+    batches: list
+    select_batches: list
+    loss: Callable | None
+    label: str | None
+    measured: Any = None
+
+    def options(self, table: LayerTable, problem) -> dict:
+        if self.measured is None and self.provider.measure is not None:
+            self.measured = self.provider.measure(table, problem, self.batches, self.loss, self.label)
+        return self.provider.options(table, problem, self.measured, self.batches, self.select_batches, self.loss, self.label)
+
+
+class _Attempts:
+    """Plan, rebuild, check; while a measured resource missed its limit, plan again aiming
+    lower (a few attempts at most). Holds what the attempts share: the measured ceilings, the
+    share of each limit aimed at, the floors ``min_rank="auto"`` found."""
+
+    def __init__(self, model, table, budget, scheme, method, rank_multiple, min_rank, settings, solver_options,
+                 need: _Need | None, progress):
+        self.model, self.table, self.budget, self.scheme, self.method = model, table, budget, scheme, method
+        self.rank_multiple, self.min_rank, self.settings = rank_multiple, min_rank, settings
+        self.solver_options, self.need, self.progress = solver_options, need, progress
+        self.attempts = max(resources.get(r).attempts for r in budget)
+        self.fractions: dict[str, float] = {}  # per resource, the share of its limit aimed at (< 1 once a model missed it)
+        self.ceilings: dict[str, Ceiling] | None = None
+        self.floors: dict[str, int] = {}  # min_rank="auto": the layers an attempt's plan keeps at rank >= 1
+        self.keep_alive = min_rank == "auto"  # aim no lower than a plan with a rank in every layer, until one measured over
+
+    def run(self) -> CompressionResult:
+        for attempt in range(1, self.attempts + 1):
+            problem = self.problem()
+            rebuilt, plan, alloc, checks = self.attempt(problem, attempt)
+            if attempt == self.attempts or not self.aim_lower(problem, checks):
+                break
+        return CompressionResult(rebuilt, plan, alloc, self.table, checks, self.ceilings)
+
+    def problem(self):
+        """This attempt's problem: on the network's clock, refused where infeasible, aimed
+        lower after a measured miss."""
+        problem = self.table.problem(self.budget, self.scheme, settings=self.settings)
+        if self.ceilings is None:  # measured once: the least a plan reaches in each measured resource
+            self.ceilings = measured_ceilings(self.model, self.table, problem, self.settings, keep_alive=self.keep_alive)
+        problem = on_the_network_clock(problem, self.ceilings)
+        with_alive_floors(problem, self.ceilings)
+        reason = why_infeasible(problem, self.table.layers.values(), self.table.prices_of(problem.resources, self.settings))
         if reason:
-            raise solvers.InfeasibleBudgetError(reason + "".join(f" {c}." for c in ceilings.values()))
-        if fractions:  # the last rebuilt model measured over its limit: plan for less
-            problem = problem.with_budgets(_aimed_at(problem, fractions, _least_cost(problem, rank_multiple, min_rank, keep_alive)))
-        options = dict(solver_options)
-        if uses_provider:
-            if measured is None and provider.measure is not None:
-                measured = provider.measure(table, problem, batches, loss, label)
-            options = {**provider.options(table, problem, measured, batches, select_batches, loss, label), **solver_options}
-        alloc, floors = _plan(problem, method, rank_multiple, min_rank, options, floors, table.graph)
-        if progress and "progress" in options:
+            raise solvers.InfeasibleBudgetError(reason + "".join(f" {c}." for c in self.ceilings.values()))
+        if self.fractions:  # the last rebuilt model measured over its limit: plan for less
+            problem = problem.with_budgets(_aimed_at(problem, self.fractions, self.least(problem)))
+        return problem
+
+    def least(self, problem):
+        return _least_cost(problem, self.rank_multiple, self.min_rank, self.keep_alive)
+
+    def attempt(self, problem, attempt: int):
+        """Plan, rebuild (handed over as measured), check: (rebuilt, plan, allocation, checks)."""
+        options = {**self.need.options(self.table, problem), **self.solver_options} if self.need else dict(self.solver_options)
+        alloc, self.floors = _plan(problem, self.method, self.rank_multiple, self.min_rank, options, self.floors, self.table.graph)
+        if self.progress and "progress" in options:
             print(file=sys.stderr)  # end the progress line
-        prices = table.prices_of(problem.resources, settings)
-        plan = Plan.from_allocation(alloc, table.layers, prices, budget.limits({r: p.total for r, p in prices.items()}))
-        rebuilt = rebuild(model, plan, table=table)
+        prices = self.table.prices_of(problem.resources, self.settings)
+        plan = Plan.from_allocation(alloc, self.table.layers, prices, self.budget.limits({r: p.total for r, p in prices.items()}))
+        rebuilt = rebuild(self.model, plan, table=self.table)
         for name in problem.resources:  # as measured: e.g. channels-last where latency was timed so
-            rebuilt = resources.get(name).delivered(rebuilt, settings.get(name))
-        checks = check_rebuilt(model, rebuilt, table, budget, alloc, settings)
+            rebuilt = resources.get(name).delivered(rebuilt, self.settings.get(name))
+        checks = check_rebuilt(self.model, rebuilt, self.table, self.budget, alloc, self.settings)
         plan.info["attempts"] = attempt
-        if not_priced:
-            plan.info["not_priced"] = ", ".join(not_priced)
-        for ceiling in ceilings.values():
+        for ceiling in self.ceilings.values():
             plan.info.update(ceiling.to_info())
-        if fractions:
-            plan.info["plan_fractions"] = dict(fractions)
+        if self.fractions:
+            plan.info["plan_fractions"] = dict(self.fractions)
+        if self.progress and self.attempts > 1:
+            print(f"attempt {attempt}: " + "; ".join(str(c) for r, c in checks.items() if not resources.get(r).cheap),
+                  file=sys.stderr)
+        return rebuilt, plan, alloc, checks
+
+    def aim_lower(self, problem, checks) -> bool:
+        """After a miss, the shares of the missed limits to aim at next; False where no new plan
+        helps (nothing missed, already planned for the least there is, or a count missed)."""
         missed = [r for r, c in checks.items() if not c.held]
-        if progress and attempts > 1:
-            print(f"attempt {attempt}: " + "; ".join(str(c) for r, c in checks.items() if not resources.get(r).cheap), file=sys.stderr)
-        if not missed or attempt == attempts:
-            break
-        least = _least_cost(problem, rank_multiple, min_rank, keep_alive)
+        if not missed:
+            return False
+        least = self.least(problem)
         if all(problem.budgets[problem.resources.index(r)] <= least[problem.resources.index(r)] for r in missed):
-            if not keep_alive or np.array_equal(least, problem.min_cost()):
-                break  # already planned for the least there is
-            keep_alive = False  # the cheapest plan with a rank in every layer measured over: none that keeps them fits
-        aims = {r: resources.get(r).replan(checks[r], fractions.get(r, 1.0)) for r in missed}
+            if not self.keep_alive or np.array_equal(least, problem.min_cost()):
+                return False  # already planned for the least there is
+            self.keep_alive = False  # the cheapest plan with a rank in every layer measured over: none that keeps them fits
+        aims = {r: resources.get(r).replan(checks[r], self.fractions.get(r, 1.0)) for r in missed}
         if any(a is None for a in aims.values()):
-            break  # a count missed: no new plan helps (it is reported as not held)
-        fractions.update(aims)
-    return CompressionResult(rebuilt, plan, alloc, table, checks, ceilings).flag_severed()
+            return False  # a count missed: no new plan helps (it is reported as not held)
+        self.fractions.update(aims)
+        return True
 
 
 def _check_layer_names(floors, table: LayerTable) -> None:

@@ -45,13 +45,13 @@ class LatencyTarget:
     deployed models run (lowrank.util.fold; on by default). Layers are timed as they run
     folded, with a bias, so the latency model predicts folded models as well as unfolded
     ones (resnet20-fmnist: predicted 0.87 and 0.77 of the original, measured 0.88 and 0.80;
-    reports/fold_prediction.md). ``runtime``: ``"eager"`` PyTorch
+    reports/speed/fold_prediction.md). ``runtime``: ``"eager"`` PyTorch
     (default) or ``"onnxruntime"`` (CPU, float32; each timed module exported to ONNX first; see
     lowrank.util.runtimes); layer timings are cached per runtime. ``memory_format``: how eager
     PyTorch lays out 4-d tensors, ``"channels_last"`` (default: PyTorch's advice for CNN
     inference on the CPU, and the layout in which thin factorised convs pay off: vgg-fmnist at
     30% of the MACs ran 1.37x contiguous, 1.90x channels-last, each against the original in
-    the same layout; reports/memory_format.md) or ``"contiguous"``. Both models, every timed
+    the same layout; reports/speed/memory_format.md) or ``"contiguous"``. Both models, every timed
     layer and its inputs are put in that layout; ONNX Runtime chooses its own.
     """
 
@@ -261,7 +261,7 @@ def paired_estimate(original: list[float], rebuilt: list[float]) -> tuple[float,
     """(original, rebuilt, noise) in microseconds from per-round seconds timed in turn. The
     rebuilt time is the original's median times the median per-round ratio: a shared machine
     switches between fast and slow phases (vgg-fmnist: 62-93 ms), and a round's two timings
-    share a phase where the two medians need not (reports/paired_speed.md: eight checks of one
+    share a phase where the two medians need not (reports/speed/paired_speed.md: eight checks of one
     pair read 1.62-1.74x unpaired, 1.69-1.76x paired). The noise is the robust SD of the
     ratios, in the same units."""
     base = statistics.median(original)

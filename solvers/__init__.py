@@ -1,5 +1,5 @@
 """The optimisation side of lowrank: rank-allocation problems and their solvers (no torch)."""
-from .problem import Allocation, Group, InfeasibleBudgetError, PlanOverBudgetError, Problem
+from .problem import MACS, PARAMS, Allocation, Group, InfeasibleBudgetError, PlanOverBudgetError, Problem
 from .objectives import Differentiable, Separable
 from .registry import Method, Need, method, methods, register
 from .solve import solve
@@ -16,5 +16,5 @@ def _import_methods() -> None:
 
 _import_methods()
 
-__all__ = ["Allocation", "Differentiable", "Method", "Need", "Separable", "Group", "InfeasibleBudgetError", "PlanOverBudgetError", "Problem",
+__all__ = ["MACS", "PARAMS", "Allocation", "Differentiable", "Method", "Need", "Separable", "Group", "InfeasibleBudgetError", "PlanOverBudgetError", "Problem",
            "method", "methods", "register", "solve"]

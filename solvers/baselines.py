@@ -44,7 +44,7 @@ def preferred_active(problem: Problem, share: float = 0.25) -> np.ndarray:
     alternative that is cheapest at rank 0 (each resource as a share of its budget), so a
     budget the problem can meet is one the policy can meet.
     """
-    size = problem.resources.index("params") if "params" in problem.resources else len(problem.resources) - 1
+    size = problem.resources.index(PARAMS) if PARAMS in problem.resources else len(problem.resources) - 1
     active = np.zeros(len(problem.groups), dtype=bool)
     for idx in problem.layers.values():
         def kept(i):

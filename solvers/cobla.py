@@ -53,75 +53,107 @@ class RelaxedBudgets:
         return x @ self.C - self.cap
 
 
-# Over 60 lines on purpose: the dual Newton loop reads better whole than split across helpers.
-def solve_qp(x, g, h, budgets: RelaxedBudgets, tol: float = 1e-10, max_iter: int = 100):
-    """Minimise g.d + 1/2 d'diag(h)d over the box and budget rows; returns (x + d, mu, iterations).
+class _QPDual:
+    """One SQP step's QP seen through its dual over the few budget multipliers ``mu``: the
+    primal minimiser for given ``mu`` is a clip, and the dual value is concave in ``mu``.
+    Every call is a handful of vector operations over the masks; no matrix beyond k x k."""
 
-    Works column by column on the few budget rows: every step is a handful of vector
-    operations over the masks, with no matrix built or factorised beyond k x k.
-    """
-    cols = budgets.columns
-    cap = budgets.cap
-    k = len(cols)
-    mu = np.zeros(k)
-    inv_h = 1.0 / h
-    base = x - g * inv_h
+    def __init__(self, x, g, h, budgets: RelaxedBudgets):
+        self.x, self.g, self.h = x, g, h
+        self.cols, self.cap = budgets.columns, budgets.cap
+        self.inv_h = 1.0 / h
+        self.base = x - g * self.inv_h
 
-    def primal(mu):
-        z = base.copy()
-        for j in range(k):
+    def primal(self, mu):
+        z = self.base.copy()
+        for j, c in enumerate(self.cols):
             if mu[j]:
-                z -= (mu[j] * cols[j]) * inv_h
+                z -= (mu[j] * c) * self.inv_h
         return np.clip(z, 0.0, 1.0, out=z)
 
-    def spend(y):
-        return np.array([c @ y for c in cols])
+    def spend(self, y):
+        return np.array([c @ y for c in self.cols])
 
-    def dual(mu, y, used):  # the Lagrangian at its minimiser y: concave in mu
-        d = y - x
-        return g @ d + 0.5 * (h * d) @ d + mu @ (used - cap)
+    def value(self, mu, y, used):
+        """The Lagrangian at its minimiser ``y``."""
+        d = y - self.x
+        return self.g @ d + 0.5 * (self.h * d) @ d + mu @ (used - self.cap)
 
-    y = primal(mu)
-    used = spend(y)
-    if k == 0 or np.all(used <= cap + tol):
+    def at(self, mu):
+        """(minimiser, budgets it spends, dual value) at ``mu``."""
+        y = self.primal(mu)
+        used = self.spend(y)
+        return y, used, self.value(mu, y, used)
+
+
+def solve_qp(x, g, h, budgets: RelaxedBudgets, tol: float = 1e-10, max_iter: int = 100):
+    """Minimise g.d + 1/2 d'diag(h)d over the box and budget rows; returns (x + d, mu, iterations):
+    unconstrained if that fits, else one binding budget if that fits, else projected Newton
+    on every multiplier."""
+    qp = _QPDual(x, g, h, budgets)
+    mu = np.zeros(len(qp.cols))
+    y, used, val = qp.at(mu)
+    if not qp.cols or np.all(used <= qp.cap + tol):
         return y, mu, 0
-    # Usually one budget binds: try each violated one alone (safeguarded Newton on its
-    # multiplier, whose residual is monotone); if that satisfies all budgets it is optimal.
-    for j in np.argsort(cap - used):
-        if used[j] <= cap[j] + tol:
+    alone = _one_binding_budget(qp, used, tol, max_iter)
+    if alone is not None:
+        return alone
+    return _projected_newton(qp, mu, y, used, val, tol, max_iter)
+
+
+def _one_binding_budget(qp: _QPDual, used, tol, max_iter):
+    """Usually one budget binds: each violated one alone (safeguarded Newton on its multiplier,
+    whose residual is monotone), most violated first; the first that satisfies every budget
+    is optimal. None where none does."""
+    k = len(qp.cols)
+    for j in np.argsort(qp.cap - used):
+        if used[j] <= qp.cap[j] + tol:
             break
-        y1, mu_j, it = _one_multiplier(primal, cols[j], cap[j], inv_h, k, j, tol, max_iter)
-        used1 = spend(y1)
-        if np.all(used1 <= cap + tol):
+        y1, mu_j, it = _one_multiplier(qp.primal, qp.cols[j], qp.cap[j], qp.inv_h, k, j, tol, max_iter)
+        used1 = qp.spend(y1)
+        if np.all(used1 <= qp.cap + tol):
             mu = np.zeros(k)
             mu[j] = mu_j
-            return _onto_budgets(y1, used1, cap), mu, it
-    val = dual(mu, y, used)
+            return _onto_budgets(y1, used1, qp.cap), mu, it
+    return None
+
+
+def _projected_newton(qp: _QPDual, mu, y, used, val, tol, max_iter):
+    """Projected Newton ascent on the dual over every multiplier: a direction, a line search,
+    until the budgets hold and every positive multiplier's budget is tight."""
     it = 0
     for it in range(1, max_iter + 1):
-        grad = used - cap
-        w = ((y > 0) & (y < 1)) * inv_h
-        hess = np.array([[ci @ (w * cj) for cj in cols] for ci in cols]) + 1e-12 * np.eye(k)
-        fixed = (mu <= 0) & (grad < 0)  # projected Newton: a multiplier at 0 pushed down stays 0
-        step = np.zeros(k)
-        if np.any(~fixed):
-            sub = np.ix_(~fixed, ~fixed)
-            step[~fixed] = np.linalg.solve(hess[sub], grad[~fixed])
-        t = 1.0
-        while True:
-            new_mu = np.maximum(mu + t * step, 0.0)
-            new_y = primal(new_mu)
-            new_used = spend(new_y)
-            new_val = dual(new_mu, new_y, new_used)
-            # concave dual: accept an ascent step, or one that shrinks the budget residual
-            if new_val >= val - 1e-15 * abs(val) or np.abs(new_used - cap).max() < 0.5 * np.abs(grad).max() or t < 1e-10:
-                break
-            t *= 0.5
-        mu, y, used, val = new_mu, new_y, new_used, new_val
-        viol = used - cap
+        grad = used - qp.cap
+        step = _newton_direction(qp, mu, y, grad)
+        mu, y, used, val = _dual_line_search(qp, mu, step, val, grad)
+        viol = used - qp.cap
         if np.all(viol <= tol) and np.all(np.abs(viol[mu > 0]) <= tol):
             break
-    return _onto_budgets(y, used, cap), mu, it
+    return _onto_budgets(y, used, qp.cap), mu, it
+
+
+def _newton_direction(qp: _QPDual, mu, y, grad):
+    """The Newton step on the free multipliers; one at 0 that the gradient pushes down stays 0."""
+    k = len(qp.cols)
+    w = ((y > 0) & (y < 1)) * qp.inv_h
+    hess = np.array([[ci @ (w * cj) for cj in qp.cols] for ci in qp.cols]) + 1e-12 * np.eye(k)
+    fixed = (mu <= 0) & (grad < 0)
+    step = np.zeros(k)
+    if np.any(~fixed):
+        sub = np.ix_(~fixed, ~fixed)
+        step[~fixed] = np.linalg.solve(hess[sub], grad[~fixed])
+    return step
+
+
+def _dual_line_search(qp: _QPDual, mu, step, val, grad):
+    """Halve the step until it ascends the concave dual or shrinks the budget residual."""
+    t = 1.0
+    while True:
+        new_mu = np.maximum(mu + t * step, 0.0)
+        new_y, new_used, new_val = qp.at(new_mu)
+        if new_val >= val - 1e-15 * abs(val) or np.abs(new_used - qp.cap).max() < 0.5 * np.abs(grad).max() or t < 1e-10:
+            return new_mu, new_y, new_used, new_val
+        t *= 0.5
 
 
 def _onto_budgets(y, used, cap):
@@ -234,13 +266,7 @@ def cobla(
     if not isinstance(objective, Differentiable):
         raise ValueError("cobla needs a Differentiable objective (loss and gradient w.r.t. the masks)")
     t_start = time.perf_counter()
-    # through solve: on measured tables exact's linear-cost answer can overshoot, and an SQP
-    # started there has schemes whose least cost is over the budget (nothing rounds it back in)
-    start_allocs = {"exact": solve(problem, method="exact", objective=warm_start) if isinstance(warm_start, str) else warm_start}
-    start_allocs.update(_fast_starts(problem))
-    # a caller's start made for another problem (restated to minimum ranks, say) can overshoot
-    # this one's budget: repaired to fit first, as the SQP and its rounding start inside it
-    start_allocs.update({name: a if a.feasible else fit_measured(a) for name, a in (starts or {}).items()})
+    start_allocs = _starts(problem, warm_start, starts)
     score = _scorer(problem, objective, select)
     start_scores = dict(zip(start_allocs, score([(a.ranks, a.active) for a in start_allocs.values()])))
     best_start = list(start_scores)[choose(list(start_scores.values()))]
@@ -259,6 +285,19 @@ def cobla(
     })
     ranks, active = cands[names[best]]
     return Allocation(problem, ranks, "cobla", active=active, objective=scores[best].loss, info=info)
+
+
+def _starts(problem: Problem, warm_start, starts: dict | None) -> dict[str, Allocation]:
+    """Every allocation COBLA starts from: ``exact`` on ``warm_start``, the fast methods, and
+    the caller's ``starts``, each fitting the budget."""
+    # through solve: on measured tables exact's linear-cost answer can overshoot, and an SQP
+    # started there has schemes whose least cost is over the budget (nothing rounds it back in)
+    out = {"exact": solve(problem, method="exact", objective=warm_start) if isinstance(warm_start, str) else warm_start}
+    out.update(_fast_starts(problem))
+    # a caller's start made for another problem (restated to minimum ranks, say) can overshoot
+    # this one's budget: repaired to fit first, as the SQP and its rounding start inside it
+    out.update({name: a if a.feasible else fit_measured(a) for name, a in (starts or {}).items()})
+    return out
 
 
 def _sqp_from(problem: Problem, objective, start: Allocation, max_iter, step_tol, h0, progress):

@@ -114,70 +114,80 @@ class Lagrangian:
         return Choice(ranks, active, p.cost(ranks, active), self.objective.total(p, ranks, active))
 
 
-# Over 60 lines on purpose: the nested bisection reads better whole than split across helpers.
 def maximise_dual(lag: Lagrangian, tol: float = 1e-7, max_iter: int = 60):
     """Nested bisection over the budget multipliers (one level per limited resource).
 
     Returns (best dual value, multipliers, best feasible choice seen or None).
     """
-    p = lag.problem
-    best = {"dual": -np.inf, "lam": None, "feasible": None}
-    k = len(p.resources)
+    search = _NestedBisection(lag, tol, max_iter)
+    search.solve_level(0, np.zeros(len(lag.problem.resources)))
+    return search.best_dual, search.best_lam, search.best_feasible
 
-    def record(lam):
-        choice, dual = lag.choose(lam)
-        if dual > best["dual"]:
-            best["dual"], best["lam"] = dual, lam.copy()
-        if p.fits(choice.cost) and (best["feasible"] is None or choice.loss < best["feasible"].loss):
-            best["feasible"] = choice
+
+class _NestedBisection:
+    """Each level maximises the dual over one limited resource's multiplier, the levels below
+    it solved inside every evaluation; every choice met is recorded (the best dual, and the
+    best feasible choice seen)."""
+
+    def __init__(self, lag: Lagrangian, tol: float, max_iter: int):
+        self.lag, self.p, self.tol, self.max_iter = lag, lag.problem, tol, max_iter
+        self.level_of = {int(r): i for i, r in enumerate(lag.limited)}
+        self.best_dual, self.best_lam, self.best_feasible = -np.inf, None, None
+
+    def record(self, lam):
+        choice, dual = self.lag.choose(lam)
+        if dual > self.best_dual:
+            self.best_dual, self.best_lam = dual, lam.copy()
+        if self.p.fits(choice.cost) and (self.best_feasible is None or choice.loss < self.best_feasible.loss):
+            self.best_feasible = choice
         return choice, dual
 
-    def dual_and_slope(lam, res):
+    def dual_and_slope(self, lam, res):
         """The inner maximum and a supergradient in lam[res] (normalised over-spend)."""
-        choice, dual = solve_level(level_of[res] + 1, lam)
-        return dual, (choice.cost[res] - p.budgets[res]) / lag.scale[res]
+        choice, dual = self.solve_level(self.level_of[res] + 1, lam)
+        return dual, (choice.cost[res] - self.p.budgets[res]) / self.lag.scale[res]
 
-    level_of = {int(r): i for i, r in enumerate(lag.limited)}
-
-    def solve_level(level: int, lam: np.ndarray):
+    def solve_level(self, level: int, lam: np.ndarray):
         """Maximise over lam[limited[level:]] with the earlier ones fixed; returns (choice, dual)."""
-        if level == len(lag.limited):
-            return record(lam)
-        res = lag.limited[level]
-        over = lambda choice: choice.cost[res] > p.budgets[res]  # noqa: E731
+        if level == len(self.lag.limited):
+            return self.record(lam)
+        res = self.lag.limited[level]
         lam = lam.copy()
         lam[res] = 0.0
-        choice, dual = solve_level(level + 1, lam)
-        if not over(choice):
+        choice, dual = self.solve_level(level + 1, lam)
+        if choice.cost[res] <= self.p.budgets[res]:
             return choice, dual  # this budget is slack at multiplier 0
+        lam[res] = self.bisect(lam, res, *self.bracket(lam, res, level))
+        return self.solve_level(level + 1, lam)
+
+    def bracket(self, lam, res, level) -> tuple[float, float]:
+        """[lo, hi]: over budget at lo, within it at hi (hi grows by 4 until it fits)."""
         lo, hi = 0.0, 1.0
         while True:
             lam[res] = hi
-            choice, dual = solve_level(level + 1, lam)
-            if not over(choice) or hi > 1e12:
-                break
+            choice, _ = self.solve_level(level + 1, lam)
+            if choice.cost[res] <= self.p.budgets[res] or hi > 1e12:
+                return lo, hi
             lo, hi = hi, hi * 4
-        # Bracket [lo, hi]: over budget at lo, within at hi. The dual is concave in lam[res], so
-        # on the bracket it lies below both tangents; stop once that ceiling is within tol.
+
+    def bisect(self, lam, res, lo, hi) -> float:
+        """The bracket's feasible end once the dual's ceiling on it is within ``tol``: the dual is
+        concave in lam[res], so on the bracket it lies below both tangents."""
         lam[res] = lo
-        g_lo, s_lo = dual_and_slope(lam, res)
+        g_lo, s_lo = self.dual_and_slope(lam, res)
         lam[res] = hi
-        g_hi, s_hi = dual_and_slope(lam, res)
-        for _ in range(max_iter):
+        g_hi, s_hi = self.dual_and_slope(lam, res)
+        for _ in range(self.max_iter):
             ceiling = min(g_lo + s_lo * (hi - lo), g_hi - s_hi * (hi - lo))
-            if hi - lo <= 1e-14 * max(hi, 1e-12) or ceiling - max(g_lo, g_hi) <= tol * max(abs(g_lo), abs(g_hi), 1e-12):
+            if hi - lo <= 1e-14 * max(hi, 1e-12) or ceiling - max(g_lo, g_hi) <= self.tol * max(abs(g_lo), abs(g_hi), 1e-12):
                 break
             lam[res] = 0.5 * (lo + hi)
-            g_mid, s_mid = dual_and_slope(lam, res)
+            g_mid, s_mid = self.dual_and_slope(lam, res)
             if s_mid > 0:
                 lo, g_lo, s_lo = lam[res], g_mid, s_mid
             else:
                 hi, g_hi, s_hi = lam[res], g_mid, s_mid
-        lam[res] = hi
-        return solve_level(level + 1, lam)
-
-    solve_level(0, np.zeros(k))
-    return best["dual"], best["lam"], best["feasible"]
+        return hi
 
 
 def greedy_fill(lag: Lagrangian, start: Choice) -> Choice:

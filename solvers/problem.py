@@ -24,6 +24,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 
+# The two resources every problem is priced in, spelled here once (lowrank's resources take
+# their names from these; a problem's default resources).
+MACS, PARAMS = "macs", "params"
+
+
 class InfeasibleBudgetError(ValueError):
     """No allocation meets the budgets, not even rank 0 everywhere."""
 
@@ -151,7 +156,7 @@ class Problem:
 
     groups: Sequence[Group]
     budgets: np.ndarray
-    resources: tuple[str, ...] = ("macs", "params")
+    resources: tuple[str, ...] = (MACS, PARAMS)
     base_cost: np.ndarray | None = None  # cost of layers that are never factorised
     reference_cost: np.ndarray | None = None  # cost of the original model, for messages
     objective: Callable | None = None  # optional: see solvers.objectives

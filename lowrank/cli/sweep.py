@@ -15,6 +15,11 @@ from . import options
 
 def add(sub) -> None:
     """lowrank sweep: what to run (flags = sweep-file keys) and how; lowrank report."""
+    _add_sweep(sub)
+    _add_report(sub)
+
+
+def _add_sweep(sub) -> None:
     sweep = sub.add_parser(
         "sweep", help="run models x budgets x methods x seeds, store every run, write the report",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -40,7 +45,12 @@ def add(sub) -> None:
             "  finetune_epochs = 1"
         ),
     )
-    what = sweep.add_argument_group("what to run (each also a key of a --config file)")
+    _add_what(sweep.add_argument_group("what to run (each also a key of a --config file)"))
+    _add_how(sweep.add_argument_group("how to run it"))
+    sweep.set_defaults(run=_sweep)
+
+
+def _add_what(what) -> None:
     what.add_argument("--config", metavar="FILE", help="a .toml or .yaml sweep file")
     what.add_argument("--name", help="the sweep's name: its report goes to reports/NAME (default: default)")
     what.add_argument("--models", type=options.names, help="zoo entries, comma-separated (`lowrank zoo list`)")
@@ -59,7 +69,9 @@ def add(sub) -> None:
     what.add_argument("--kd", type=float, help="distillation weight from the original while fine-tuning (default 0)")
     what.add_argument("--recalibrate", type=int, help="re-estimate each rebuilt model's BatchNorm statistics on this many "
                       "calibration samples before evaluating it (default 0: none)")
-    how = sweep.add_argument_group("how to run it")
+
+
+def _add_how(how) -> None:
     how.add_argument("--workers", type=int, default=None, help="parallel runs (default: one per CPU core)")
     how.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     how.add_argument("--executor", default="local", choices=["local", "ray"], help="local process pool or Ray (extra lowrank[ray])")
@@ -71,8 +83,9 @@ def add(sub) -> None:
     how.add_argument("--no-report", action="store_true", help="only run; make the report later with lowrank report")
     how.add_argument("--dry-run", action="store_true", help="list the runs and stop")
     how.add_argument("--quiet", action="store_true", help="no progress bar")
-    sweep.set_defaults(run=_sweep)
 
+
+def _add_report(sub) -> None:
     report = sub.add_parser(
         "report", help="turn a sweep's stored runs into reports/NAME/ (index.md, index.html, plots, runs.csv/json)",
         description="Write a sweep's report from the results database: budget-versus-metric curves per model (one line per "

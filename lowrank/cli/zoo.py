@@ -28,7 +28,7 @@ def add(sub) -> None:
         epilog="example: lowrank demo --model vgg --macs 0.5 --params 0.4 --scheme spatial",
     )
     demo.add_argument("--model", default="lenet5", choices=sorted(ARCHITECTURES))
-    options.add_budget_flags(demo, defaults={"macs": 0.5, "params": 0.4})
+    options.add_budget_flags(demo, defaults={r: resources.get(r).demo_default for r in resources.names()})
     demo.add_argument("--method", default=DEFAULT_METHOD, choices=solvers.methods(), help=f"allocation method (default {DEFAULT_METHOD})")
     demo.add_argument("--scheme", default=DEFAULT_SCHEME, choices=options.SCHEME_CHOICES)
     demo.add_argument("--seed", type=int, default=0)

@@ -51,7 +51,7 @@ class RunSpec:
     method: str
     limits: tuple = ()  # ((resource, limit), ...), stored in registration order
     scheme: str = DEFAULT_SCHEME
-    basis: str = "weight"  # "activation": whitened by calibration data (see lowrank.model.basis)
+    basis: str = "weight"  # "activation": whitened by calibration data (see lowrank.factorise.basis)
     rank_multiple: int = 1  # every factorised rank a multiple of this (see solvers.multiples)
     seed: int = 0
     calib_samples: int | None = 128  # drawn (by seed) from the calibration split; None: all (or unused)

@@ -26,9 +26,9 @@ from .store import ResultStore
 DEFAULT_DB = Path(".lowrank") / "runs.sqlite"
 DEFAULT_CACHE = Path(".lowrank") / "cache"
 DEFAULT_MODELS = ("lenet5-fmnist", "resnet20-fmnist", "vgg-fmnist")
-DEFAULT_BUDGETS = ({"macs": 0.3}, {"macs": 0.5}, {"macs": 0.7}, {"params": 0.3})
+DEFAULT_BUDGETS = tuple(resources.default_sweep_budgets())  # each resource's own (lowrank.resources)
 # The data-aware basis only: it beat the weight basis in all 96 (model, budget, method) cells of
-# the default grid (reports/bases/); --bases weight,activation runs both.
+# the default grid (reports/quality/bases/); --bases weight,activation runs both.
 DEFAULT_BASES = ("activation",)
 
 

@@ -65,7 +65,7 @@ class FactorizedConv2d(nn.Module):
 
         The same sum as ``self.second(h)`` (the weights stay in that conv), but faster on the
         CPU for the narrow channel counts a low rank makes: rebuilt zoo CNNs ran 0.99-1.15x
-        the speed of the all-conv form (reports/pointwise.md). Channels-last inputs keep the
+        the speed of the all-conv form (reports/speed/pointwise.md). Channels-last inputs keep the
         conv, which suits that layout, but for rank 1 (see :meth:`_pointwise_channels_last`).
         """
         n, r, height, width = h.shape

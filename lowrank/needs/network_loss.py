@@ -106,7 +106,7 @@ class NetworkLoss:
         infinite loss and an error of 1: its model predicts a constant that no fine-tuning
         can recover, so COBLA keeps it only when every candidate does. Near chance a cut
         model and a live one score alike on the split; after fine-tuning only the live one
-        recovers (reports/latency-finetune: resnet20-fmnist at 50% latency, channel scheme)."""
+        recovers (reports/speed/latency-finetune: resnet20-fmnist at 50% latency, channel scheme)."""
         n = sum(size(x) for x, _ in self.batches)
         out = []
         for ranks, active in allocations:

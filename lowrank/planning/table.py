@@ -93,11 +93,11 @@ class LayerTable:
 
     @property
     def total_macs(self) -> int:
-        return self.totals["macs"]
+        return self.totals[resources.MACS]
 
     @property
     def total_params(self) -> int:
-        return self.totals["params"]
+        return self.totals[resources.PARAMS]
 
     @property
     def other_macs(self) -> int:

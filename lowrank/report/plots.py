@@ -82,6 +82,31 @@ def plot_budget_curves(rows: list[dict], model: str, axis: str, path: Path, fiel
     plt = pyplot()
     res = axis_resources(axis)[0]
     metric, higher = rows[0]["metric_name"], higher_is_better(rows[0]["metric_name"])
+    curves = _budget_curves(rows, res, fields)
+    points = [(x, y) for c in curves if not c["tuned"] for x, y in zip(c["x"], c["y"])]
+    _dodged(curves)
+    lines = _reference_lines(rows)
+    chance = next((value for label, value, *_ in lines if label.startswith("chance")), None)
+    zoom = _zoom(curves, rows[0]["metric_original"], chance, higher)
+    fig, axes = plt.subplots(2 if zoom else 1, 1, figsize=(WIDTH, HEIGHT * (1.8 if zoom else 1)), sharex=True, squeeze=False)
+    for ax in axes[:, 0]:
+        _draw_panel(ax, curves, pareto(points, higher), lines)
+        ax.set_ylabel(metric + ("" if higher else " (lower is better)"))
+    top = axes[0, 0]
+    top.set_title(f"{model}: {metric} vs {resources.get(res).label} reached, under a {axis_title(axis)}", fontsize=10)
+    if zoom:
+        axes[1, 0].set_ylim(*zoom)
+        axes[1, 0].set_title("the same, near the original", fontsize=9)
+    axes[-1, 0].set_xlabel(f"{resources.get(res).label} reached (fraction of the original, counted on the rebuilt model)")
+    top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return [(c["label"], c["colour"], c["marker"], str(c["style"])) for c in curves]
+
+
+def _budget_curves(rows: list[dict], res: str, fields: tuple) -> list[dict]:
+    """One curve per (method, variant) and per before / after fine-tuning: per budget, the
+    mean cost reached and metric over seeds, and the metric's spread."""
     series = _series(rows, fields)
     variants = sorted({v for _, v in series}, key=str)
     curves = []
@@ -95,51 +120,48 @@ def plot_budget_curves(rows: list[dict], model: str, axis: str, path: Path, fiel
             for r in srows:
                 if r.get(key) is not None and r.get(f"{res}_fraction") is not None:
                     by_budget[r[f"budget_{res}"]].append((r[f"{res}_fraction"], r[key]))
-            if not by_budget:
-                continue
-            curve = {"label": label + suffix, "colour": colour, "marker": marker, "style": style, "fill": face, "tuned": bool(suffix),
-                     "x": [], "y": [], "lo": [], "hi": []}
-            for budget in sorted(by_budget):
-                pts = by_budget[budget]
-                y = statistics.fmean(p[1] for p in pts)
-                curve["x"].append(statistics.fmean(p[0] for p in pts))
-                curve["y"].append(y)
-                curve["lo"].append(y - min(p[1] for p in pts))
-                curve["hi"].append(max(p[1] for p in pts) - y)
-            curves.append(curve)
-    points = [(x, y) for c in curves if not c["tuned"] for x, y in zip(c["x"], c["y"])]
-    _dodged(curves)
+            if by_budget:
+                curves.append(_curve(by_budget, {"label": label + suffix, "colour": colour, "marker": marker, "style": style,
+                                                 "fill": face, "tuned": bool(suffix)}))
+    return curves
+
+
+def _curve(by_budget: dict, style: dict) -> dict:
+    curve = {**style, "x": [], "y": [], "lo": [], "hi": []}
+    for budget in sorted(by_budget):
+        pts = by_budget[budget]
+        y = statistics.fmean(p[1] for p in pts)
+        curve["x"].append(statistics.fmean(p[0] for p in pts))
+        curve["y"].append(y)
+        curve["lo"].append(y - min(p[1] for p in pts))
+        curve["hi"].append(max(p[1] for p in pts) - y)
+    return curve
+
+
+def _reference_lines(rows: list[dict]) -> list[tuple]:
+    """(label, value, colour, line style) of the original, the control and chance, where known."""
     original = rows[0]["metric_original"]
+    out = [(f"original {original:.3f}", original, "k", ":")]
     controls = [r["metric_original_finetuned"] for r in rows if r.get("metric_original_finetuned") is not None]
+    if controls:
+        control = statistics.fmean(controls)
+        out.append((f"original fine-tuned {control:.3f}", control, "k", "--"))
     chances = [r["metric_chance"] for r in rows if r.get("metric_chance") is not None]
-    zoom = _zoom(curves, original, statistics.fmean(chances) if chances else None, higher)
-    fig, axes = plt.subplots(2 if zoom else 1, 1, figsize=(WIDTH, HEIGHT * (1.8 if zoom else 1)), sharex=True, squeeze=False)
-    for ax in axes[:, 0]:
-        for c in curves:
-            ax.errorbar(c["x"], c["y"], yerr=[c["lo"], c["hi"]], color=c["colour"], marker=c["marker"], fillstyle=c["fill"],
-                        linestyle=c["style"] if len(c["x"]) > 1 else "none", label=c["label"], capsize=2, ms=5, lw=1.2, mew=1.1)
-        front = pareto(points, higher)
-        if len(front) > 1:
-            ax.plot(*zip(*front), color="#999999", lw=6, alpha=0.35, zorder=0, solid_capstyle="round", label="Pareto front")
-        ax.axhline(original, color="k", lw=0.9, ls=":", label=f"original {original:.3f}")
-        if controls:
-            control = statistics.fmean(controls)
-            ax.axhline(control, color="k", lw=0.9, ls="--", label=f"original fine-tuned {control:.3f}")
-        if chances:
-            chance = statistics.fmean(chances)
-            ax.axhline(chance, color="#D55E00", lw=0.9, ls="-.", label=f"chance (constant) {chance:.3f}")
-        ax.set_ylabel(metric + ("" if higher else " (lower is better)"))
-        ax.grid(alpha=0.3)
-    top = axes[0, 0]
-    top.set_title(f"{model}: {metric} vs {resources.get(res).label} reached, under a {axis_title(axis)}", fontsize=10)
-    if zoom:
-        axes[1, 0].set_ylim(*zoom)
-        axes[1, 0].set_title("the same, near the original", fontsize=9)
-    axes[-1, 0].set_xlabel(f"{resources.get(res).label} reached (fraction of the original, counted on the rebuilt model)")
-    top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-    return [(c["label"], c["colour"], c["marker"], str(c["style"])) for c in curves]
+    if chances:
+        chance = statistics.fmean(chances)
+        out.append((f"chance (constant) {chance:.3f}", chance, "#D55E00", "-."))
+    return out
+
+
+def _draw_panel(ax, curves: list[dict], front: list, lines: list[tuple]) -> None:
+    for c in curves:
+        ax.errorbar(c["x"], c["y"], yerr=[c["lo"], c["hi"]], color=c["colour"], marker=c["marker"], fillstyle=c["fill"],
+                    linestyle=c["style"] if len(c["x"]) > 1 else "none", label=c["label"], capsize=2, ms=5, lw=1.2, mew=1.1)
+    if len(front) > 1:
+        ax.plot(*zip(*front), color="#999999", lw=6, alpha=0.35, zorder=0, solid_capstyle="round", label="Pareto front")
+    for label, value, colour, style in lines:
+        ax.axhline(value, color=colour, lw=0.9, ls=style, label=label)
+    ax.grid(alpha=0.3)
 
 
 def _zoom(curves: list[dict], original: float, chance: float | None, higher: bool) -> tuple[float, float] | None:

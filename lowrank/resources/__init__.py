@@ -9,10 +9,11 @@ in this package that calls :func:`register` (every module here is imported, in n
 a measured one subclasses :class:`~lowrank.resources.measured.MeasuredResource`.
 """
 from ..util.plugins import import_submodules
-from .base import (Check, LayerPrice, Limit, Prices, Resource, SchemePrice, count, get, linear_fit, names, priced, register,
-                   registered, settings_by_resource)
+from ..solvers import MACS, PARAMS
+from .base import (Check, LayerPrice, Limit, Prices, Resource, SchemePrice, count, default_sweep_budgets, get, linear_fit, names,
+                   priced, register, registered, settings_by_resource)
 
 import_submodules(__name__, __path__)  # each module registers its resource
 
-__all__ = ["Check", "LayerPrice", "Limit", "Prices", "Resource", "SchemePrice", "count", "get", "linear_fit", "names", "priced",
+__all__ = ["MACS", "PARAMS", "Check", "LayerPrice", "Limit", "Prices", "Resource", "SchemePrice", "count", "default_sweep_budgets", "get", "linear_fit", "names", "priced",
            "register", "registered", "settings_by_resource"]

@@ -97,6 +97,8 @@ class Resource:
     # ({field: help}).
     settings_type: type | None = None
     settings_flags: Mapping[str, str] = {}
+    sweep_defaults: tuple[float, ...] = ()  # the budgets `lowrank sweep` runs without being told (fractions)
+    demo_default: float | None = None  # `lowrank demo`'s budget when not told
 
     @property
     def heading(self) -> str:
@@ -203,6 +205,11 @@ def count(model: nn.Module, example_input: Any, which: Iterable[str] | None = No
     """Each resource (default: those every problem prices) counted on the whole module,
     independently of our cost model: MACs by FlopCounterMode / 2, parameters by numel."""
     return {r: get(r).count(model, example_input) for r in (priced() if which is None else which)}
+
+
+def default_sweep_budgets() -> list[dict[str, float]]:
+    """The budgets a sweep runs when none is given: each resource's own defaults, one budget each."""
+    return [{name: f} for name in names() for f in get(name).sweep_defaults]
 
 
 def settings_by_resource(measure_on: Any) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def _as_deployed(module: nn.Module, target) -> nn.Module:
     """The layer as the target runs it: with BatchNorm folded, a bias-free layer takes the
     norm's shift as its bias, and so does its factorised form (a rank-0 layer then writes
     the bias where it wrote zeros). Timed without it, resnet20-fmnist's cheapest plan
-    was predicted at 0.21 of the folded original and measured 0.37 (reports/fold_prediction.md).
+    was predicted at 0.21 of the folded original and measured 0.37 (reports/speed/fold_prediction.md).
     A layer no norm follows is read with a bias it will not have: a little dear, the safe side."""
     if not target.fold_batchnorm or not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)) or module.bias is not None:
         return module
@@ -132,7 +132,7 @@ class Latency(MeasuredResource):
         """4-d weights channels-last where the target times so: the returned model then runs
         as it was timed, with a plain (contiguous) input too. vgg-fmnist planned at latency 0.6
         (exact, spatial) ran 0.57-0.58 of the original's time so; returned contiguous, 0.71-0.73
-        (reports/as_returned.md)."""
+        (reports/speed/as_returned.md)."""
         target = target or self.default_settings()
         return model.to(memory_format=torch.channels_last) if target.channels_last else model
 

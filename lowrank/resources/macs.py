@@ -7,14 +7,17 @@ from __future__ import annotations
 import torch
 
 from ..layers.unseen import UnseenCounter
+from ..solvers import MACS
 from ..util.inputs import call_model
 from ..util.modes import evaluating
 from .base import Prices, Resource, register
 
 
 class Macs(Resource):
-    name, label, axis = "macs", "MACs", "MAC budget"
+    name, label, axis = MACS, "MACs", "MAC budget"
     order = 0
+    sweep_defaults = (0.3, 0.5, 0.7)  # the default sweep's budgets (fractions of the original)
+    demo_default = 0.5
     checked_by = "torch.utils.flop_counter MACs"
 
     def amount(self, value):
