@@ -6,7 +6,7 @@ import numbers
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from torch import nn
@@ -69,7 +69,7 @@ class CompressionResult:
         return self
 
 
-# The best method measured (README: best, or within 0.1 points of it, in 23 of 24 cells of the
+# The best method measured (reports/default/: best, or within 0.1 points of it, in 23 of 24 cells of the
 # default sweep; on lenet5-digits at 30% of the MACs 93.3% where uniform keeps 65.0%). The CLI
 # and the demo use it too.
 DEFAULT_METHOD = "cobla"
@@ -112,7 +112,7 @@ def _listed(names: list[str]) -> str:
 
 def compress(model: nn.Module, calib: Any, budget: Budget, method: str = DEFAULT_METHOD, scheme: str = kinds.DEFAULT_SCHEME,
              table: LayerTable | None = None, loss: Callable | None = None, selection: Any = None, progress: bool = False,
-             include=None, measured: Any = None, basis: str = "activation", rank_multiple: int | str = "auto",
+             include: Callable | Sequence[str] | None = None, measured: Any = None, basis: str = "activation", rank_multiple: int | str = "auto",
              measure_on: Any = None, accept_uncounted: bool = False, min_rank: int | dict | str = "auto",
              **solver_options) -> CompressionResult:
     """Factorise ``model``'s layers so that the result fits ``budget``; ``model`` itself is never changed.
@@ -143,8 +143,8 @@ def compress(model: nn.Module, calib: Any, budget: Budget, method: str = DEFAULT
             if it missed, and returned in the layout it was timed in.
         accept_uncounted: allow a MAC budget on a model running work nobody can count (the
             budget is then a share of what is counted); otherwise it is refused, naming it.
-        table, measured: a prebuilt :class:`LayerTable` (reuses its SVDs) and a method's
-            budget-independent measurement (e.g. a cached sensitivity table).
+        table: a prebuilt :class:`LayerTable` (reuses its SVDs).
+        measured: a method's budget-independent measurement (e.g. a cached sensitivity table).
         include: name prefixes or a predicate: the layers that may be factorised.
 
     Every priced resource checks the rebuilt model (``result.checks``, ``result.held``).

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .problem import Allocation, InfeasibleBudgetError, Problem
+from .problem import PARAMS, Allocation, InfeasibleBudgetError, Problem
 from .registry import Need, register
 
 

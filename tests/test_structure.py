@@ -1,4 +1,4 @@
-"""The house rules the layout promises (README, Layout):
+"""The house rules the layout promises (docs/design.md):
 
 - rooms stand on floors and import only rooms on lower floors (no arrow runs back up), no
   file imports itself round a circle, and no private name crosses a module boundary;
@@ -29,7 +29,7 @@ from helpers import additive_cost
 ROOT = Path(__file__).resolve().parents[1]
 
 # Lowest first. A room (a package folder, or a module outside one) may import rooms on lower
-# floors only: never a room on its own floor or above. The README's Layout shows the same.
+# floors only: never a room on its own floor or above. docs/design.md shows the same.
 FLOORS = [
     ["solvers", "lowrank.solvers_by_location"],
     ["lowrank.util", "lowrank.version"],
