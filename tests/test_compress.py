@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import lowrank
-from lowrank import Budget, InfeasibleBudgetError, LayerTable, compress
+from lowrank import Budget, InfeasibleBudgetError, LayerTable, compress, kinds
 
 from conftest import make
 from helpers import counted_macs, n_params
@@ -122,7 +122,7 @@ def test_auto_scheme_picks_one_scheme_per_conv_and_beats_a_fixed_scheme(x28):
     auto = compress(model, x28, budget, method="exact", scheme="auto", table=table)
     schemes = auto.plan.schemes
     assert set(schemes) == {l.name for l in table.compressible}
-    assert all(schemes[l.name] in ("channel", "spatial") for l in table.compressible if l.kind == "conv2d")
-    for fixed in ("channel", "spatial"):
+    assert all(schemes[l.name] in kinds.scheme_names() for l in table.compressible if l.kind == "conv2d")
+    for fixed in kinds.scheme_names():
         other = compress(model, x28, budget, method="exact", scheme=fixed, table=table)
         assert auto.allocation.objective <= other.allocation.objective * (1 + 1e-4) + 1e-12

@@ -8,6 +8,7 @@ from torch import nn
 import lowrank
 from lowrank import Budget
 from lowrank.export import export
+from lowrank.kinds import schemes_for
 from lowrank.zoo import LeNet5
 
 
@@ -23,7 +24,7 @@ def _onnx_available():
         pytest.importorskip(name, reason="ONNX export needs the extra: pip install -e '.[export]'")
 
 
-@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+@pytest.mark.parametrize("scheme", list(schemes_for(torch.nn.Conv2d(1, 1, 1))))
 @pytest.mark.parametrize("fmt", ["torch", "onnx"])
 def test_exported_model_matches_the_rebuilt_model_at_another_batch_size(tmp_path, scheme, fmt):
     if fmt == "onnx":

@@ -10,6 +10,8 @@ from lowrank.factorise.basis import weight_svd
 from conftest import make
 from helpers import counted_macs, n_params, rel_err
 
+CONV_SCHEMES = list(schemes_for(nn.Conv2d(1, 1, 1)))  # channel, spatial, input: every registered one
+
 CONV_CONFIGS = [
     dict(kernel_size=3, padding=1),
     dict(kernel_size=(3, 5), stride=(2, 1), padding=(1, 2)),
@@ -29,7 +31,7 @@ def svd(layer, scheme):
     return weight_svd(layer.weight, schemes_for(layer)[scheme])
 
 
-@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+@pytest.mark.parametrize("scheme", CONV_SCHEMES)
 @pytest.mark.parametrize("config", CONV_CONFIGS, ids=str)
 def test_full_rank_factorised_conv_reproduces_dense(scheme, config):
     torch.manual_seed(0)
@@ -48,7 +50,7 @@ def test_full_rank_factorised_linear_reproduces_dense():
     assert rel_err(layer(x), dense(x)) < 1e-5
 
 
-@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+@pytest.mark.parametrize("scheme", CONV_SCHEMES)
 def test_truncated_factorisation_is_the_best_rank_r_weight(scheme):
     torch.manual_seed(0)
     dense = nn.Conv2d(4, 6, 3, padding=1)
@@ -66,7 +68,7 @@ def test_truncated_factorisation_is_the_best_rank_r_weight(scheme):
 def test_rank_zero_conv_outputs_its_bias_at_the_right_size(config):
     dense = nn.Conv2d(3, 4, **config)
     x = torch.randn(2, 3, 11, 12)
-    for scheme in ("channel", "spatial"):
+    for scheme in CONV_SCHEMES:
         layer = FactorizedConv2d.from_dense(dense, 0, scheme, svd(dense, scheme))
         y = layer(x)
         assert y.shape == dense(x).shape
@@ -80,7 +82,7 @@ def test_rank_zero_linear_outputs_its_bias():
     assert torch.allclose(layer(torch.randn(2, 5)), dense.bias.expand(2, 3))
 
 
-@pytest.mark.parametrize("scheme", ["channel", "spatial"])
+@pytest.mark.parametrize("scheme", CONV_SCHEMES)
 def test_random_ranks_match_independent_counts(arch, scheme, x28):
     model = make(arch)
     table = LayerTable(model, x28)

@@ -5,6 +5,10 @@ the geometry of the two convs it is rebuilt as):
   C_in -> r (the original stride, padding, dilation), then a 1x1 conv r -> C_out.
 - ``spatial``: (C_out, C_in, kh, kw) -> (C_in*kh) x (C_out*kw). Rebuilt as a kh x 1 conv
   C_in -> r (stride, padding, dilation along H), then a 1 x kw conv r -> C_out (along W).
+- ``input``: (C_out, C_in, kh, kw) -> C_in x (C_out*kh*kw), the input side first. Rebuilt as
+  a 1x1 conv C_in -> r, then a kh x kw conv r -> C_out (the original stride, padding,
+  dilation). On the CPU a conv's time falls with its input width but hardly with its output
+  width, so this order is the one whose time falls with the rank on narrow layers.
 """
 from __future__ import annotations
 
@@ -270,5 +274,47 @@ class Conv2dSpatial(_Conv2dScheme):
         return total
 
 
+class Conv2dInput(_Conv2dScheme):
+    name = "input"
+    input_side = "rows"  # rows are C_in: the 1x1 first factor sees each input pixel
+
+    def factor_convs(self, dense):
+        # a 1x1 conv at the input's resolution, then a kh x kw conv with the original geometry. Padding the 1x1
+        # conv's output (any mode) equals the 1x1 conv of the padded input: it is pointwise and has no bias.
+        second = dict(kernel_size=dense.kernel_size, stride=dense.stride, padding=dense.padding, dilation=dense.dilation)
+        return dict(kernel_size=1), second
+
+    def factor_weights(self, a, b, shape):
+        # rows are c_in, cols are (c_out, kh, kw)
+        c_out, c_in, kh, kw = shape
+        rank = a.shape[0]
+        return b.T.reshape(rank, c_in, 1, 1), a.reshape(rank, c_out, kh, kw).transpose(0, 1)
+
+    def input_vectors(self, module, x):
+        return (x if x.dim() == 4 else x[None]).transpose(1, -1).reshape(-1, x.shape[-3])  # (pixels, C_in)
+
+    def matrix(self, weight):
+        c_out, c_in, kh, kw = weight.shape
+        return weight.transpose(0, 1).reshape(c_in, c_out * kh * kw)
+
+    def weight(self, matrix, shape):
+        c_out, c_in, kh, kw = shape
+        return matrix.reshape(c_in, c_out, kh, kw).transpose(0, 1)
+
+    def matrix_shape(self, weight_shape):
+        c_out, c_in, kh, kw = weight_shape
+        return (c_in, c_out * kh * kw)
+
+    def macs_per_rank(self, module, calls):
+        # a 1x1 conv C_in -> r at every input position, then a kh x kw conv r -> C_out at the output size
+        c_out, c_in, kh, kw = module.weight.shape
+        total = 0
+        for in_shape, out_shape, _ in calls:
+            n, h_out, w_out = self._output_positions(out_shape)
+            total += n * in_shape[-2] * in_shape[-1] * c_in + n * h_out * w_out * c_out * kh * kw
+        return total
+
+
 register(Conv2dChannel())
 register(Conv2dSpatial())
+register(Conv2dInput())
