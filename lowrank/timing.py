@@ -201,13 +201,19 @@ def prepared(module: nn.Module, device: torch.device, target: LatencyTarget) -> 
     format: itself when it is so already, else a copy (the caller's model is never changed)."""
     params = list(module.parameters())
     moved = any(p.device != device or p.dtype != target.torch_dtype for p in params)
-    relaid = target.channels_last and any(p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last)
-                                          for p in params)
+    relaid = target.channels_last and any(p.dim() == 4 and not _strided_channels_last(p) for p in params)
     if moved or relaid:
         module = copy.deepcopy(module).to(device, target.torch_dtype)
         if relaid:
             module = module.to(memory_format=torch.channels_last)
     return module
+
+
+def _strided_channels_last(w: torch.Tensor) -> bool:
+    """Whether a 4-d weight has channels-last strides. One of a single channel counts as
+    contiguous in both layouts, but ``Module.to(memory_format=torch.channels_last)`` restrides
+    it all the same (a channel stride of 1), and a factorised conv reads its layout from there."""
+    return w.is_contiguous(memory_format=torch.channels_last) and (w.stride(1) == 1 or w.shape[-2] * w.shape[-1] == 1)
 
 
 def deployed(model: nn.Module, device: torch.device, target: LatencyTarget) -> nn.Module:

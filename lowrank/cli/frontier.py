@@ -52,7 +52,7 @@ def add(sub) -> None:
                      "this many calibration samples before evaluating and fine-tuning it (default 0: none)")
     cmd.add_argument("--db", default=str(DEFAULT_DB), help=f"the results database (default {DEFAULT_DB})")
     cmd.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"cache of per-model shared work (default {DEFAULT_CACHE})")
-    cmd.add_argument("--out", help="output folder (default reports/frontier-MODEL)")
+    cmd.add_argument("--out", help="output folder (default reports/speed/frontier-MODEL)")
     cmd.add_argument("--quiet", action="store_true", help="no progress bar")
     cmd.set_defaults(run=_frontier)
 
@@ -89,7 +89,7 @@ def _frontier(args) -> int:
     print(summary, file=sys.stderr)
     with ResultStore(args.db) as store:
         rows = same_recipe(store.rows(), config, args.resource)
-    out = Path(args.out) if args.out else Path("reports") / name
+    out = Path(args.out) if args.out else Path("reports") / "speed" / name
     result = frontier(rows, args.resource, args.within)
     make_report(rows, out, title=f"lowrank frontier {args.model}: {resources.get(args.resource).label} versus {rows[0]['metric_name']}")
     result.plot(out / "frontier.png")
