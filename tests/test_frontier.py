@@ -66,7 +66,7 @@ def test_the_command_runs_times_and_writes_the_frontier(tmp_path, monkeypatch, c
     out = capsys.readouterr().out
     assert rc == 0
     assert "Fastest within 1 point(s), before fine-tuning" in out and "| exact | 0.98 |" in out
-    folder = tmp_path / "reports" / "frontier-lenet5-digits"
+    folder = tmp_path / "reports" / "speed" / "frontier-lenet5-digits"  # the default: speed reports go to reports/speed/
     assert (folder / "frontier.md").exists() and (folder / "frontier.png").exists() and (folder / "index.md").exists()
     assert "Measured on: eager PyTorch, model device, 1 thread(s), batch 64, float32, BatchNorm folded, channels-last." in (folder / "frontier.md").read_text()
 
