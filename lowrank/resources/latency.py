@@ -131,7 +131,7 @@ class Latency(MeasuredResource):
     def delivered(self, model, target=None):
         """4-d weights channels-last where the target times so: the returned model then runs
         as it was timed, with a plain (contiguous) input too. vgg-fmnist planned at latency 0.6
-        (exact, spatial) ran 0.57-0.58 of the original's time so; returned contiguous, 0.71-0.73
+        (exact, spatial) ran 0.63 of the original's time so; returned contiguous, 0.76-0.77
         (reports/speed/as_returned.md)."""
         target = target or self.default_settings()
         return model.to(memory_format=torch.channels_last) if target.channels_last else model
