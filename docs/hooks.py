@@ -33,19 +33,9 @@ def on_page_markdown(markdown: str, page, config, files):
 
 def cli_help() -> str:
     """Every command's ``--help``, as the parser prints it."""
-    from lowrank.cli import build_parser
+    from lowrank.cli import build_parser, subcommands
 
     parser = build_parser()
     out = [f"```text\n{parser.format_help()}```"]
-    for name, sub in _subcommands(parser):
-        out.append(f"## lowrank {name}\n\n```text\n{sub.format_help()}```")
+    out += [f"## lowrank {name}\n\n```text\n{sub.format_help()}```" for name, sub in subcommands(parser)]
     return "\n\n".join(out)
-
-
-def _subcommands(parser):
-    for action in parser._actions:  # argparse keeps its subparsers there; it offers no public listing
-        if isinstance(getattr(action, "choices", None), dict):
-            for name, sub in action.choices.items():
-                yield name, sub
-                for inner, subsub in _subcommands(sub):
-                    yield f"{name} {inner}", subsub

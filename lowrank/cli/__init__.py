@@ -41,13 +41,21 @@ def in_flags(message: str, flags: set[str]) -> str:
     return re.sub(r"\b(\w+)=('[^']*'|\"[^\"]*\"|[\w.+-]+)", flag, message)
 
 
+def subcommands(parser: argparse.ArgumentParser):
+    """(name, parser) of every subcommand, nested ones as ``"zoo train"``: argparse keeps them
+    in its actions and offers no public listing."""
+    for action in parser._actions:
+        if isinstance(getattr(action, "choices", None), dict):
+            for name, sub in action.choices.items():
+                yield name, sub
+                for inner, subsub in subcommands(sub):
+                    yield f"{name} {inner}", subsub
+
+
 def _flags(parser: argparse.ArgumentParser) -> set[str]:
-    out = set()
-    for action in parser._actions:  # argparse keeps its options there; it offers no public listing
-        out.update(o for o in action.option_strings if o.startswith("--"))
-        for sub in getattr(action, "choices", None) or {}:
-            if isinstance(action.choices, dict):
-                out |= _flags(action.choices[sub])
+    out = {o for action in parser._actions for o in action.option_strings if o.startswith("--")}
+    for _, sub in subcommands(parser):
+        out.update(o for action in sub._actions for o in action.option_strings if o.startswith("--"))
     return out
 
 

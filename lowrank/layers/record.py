@@ -140,9 +140,8 @@ def _storage_key(w) -> tuple | None:
     """Where a weight's values live (storage, offset, shape, strides): two modules tie only
     where these agree. ``id()`` of a weight computed on each read (a parametrization) is a
     temporary's, which Python reuses: independent layers read as tied from run to run."""
-    if not isinstance(w, torch.Tensor) or w.numel() == 0 or w.device.type == "meta":
-        return None
-    return (w.device, w.untyped_storage().data_ptr(), w.storage_offset(), tuple(w.shape), w.stride())
+    base = _storage_base(w)
+    return None if base is None else (*base, w.storage_offset(), tuple(w.shape), w.stride())
 
 
 def _storage_base(w) -> tuple | None:
