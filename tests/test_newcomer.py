@@ -1,7 +1,8 @@
-"""A newcomer's path, as docs/getting-started.md walks it: compress a zoo model under a MAC and
-a latency budget, read the plan and its checks, make a report from a small sweep, export the
-model; all of it in under 2 minutes on a 2-core CPU."""
+"""A newcomer's path, as docs/getting-started.md walks it: compress vgg-fmnist under the page's
+MAC and latency budget, read the plan and its checks, make a report from a small sweep, export
+the model; all of it in under 2 minutes on a 2-core CPU."""
 import time
+import warnings
 
 import pytest
 import torch
@@ -16,13 +17,19 @@ pytest.importorskip("sklearn", reason="scikit-learn (the digits dataset of lenet
 
 def test_the_getting_started_path_runs_in_under_two_minutes(tmp_path, capsys):
     t0 = time.perf_counter()
-    entry = get("lenet5-digits")
+    # The page's own model and budget. lenet5-digits at half the MACs and "never slower" was
+    # used here first: on CI's machine no plan keeping every layer fitted both (its 1-channel
+    # stem is most of its time), so the plan cut a layer and read 9%; vgg-fmnist's floor is
+    # near 0.33 of its latency, far below 0.7, on any machine we have timed.
+    entry = get("vgg-fmnist")
     model = entry.load()
     target = LatencyTarget(cache_dir=str(tmp_path / "timings"))  # the default target, a fresh timing cache
-    result = lowrank.compress(model, entry, Budget(macs=0.5, latency=1.0), scheme="spatial", measure_on=target)  # never slower
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lowrank.SeveredModelWarning)  # a cut model is a failed path
+        result = lowrank.compress(model, entry, Budget(macs=0.5, latency=0.7), measure_on=target)
     assert result.held and result.macs.held and result.latency.held
     assert "whole model" in str(result.plan) and "latency limit" in str(result.latency)
-    assert lowrank.evaluate(result.model, entry) > 0.5  # digits: 10 classes; the original reads 96%
+    assert lowrank.evaluate(result.model, entry) > 0.85  # the original reads 93%; this plan about 91%
 
     rc = main(["sweep", "--name", "newcomer", "--models", "lenet5-digits", "--macs", "0.3,0.5", "--methods", "exact,cobla",
                "--db", str(tmp_path / "runs.sqlite"), "--cache", str(tmp_path / "cache"),
@@ -33,7 +40,7 @@ def test_the_getting_started_path_runs_in_under_two_minutes(tmp_path, capsys):
 
     from lowrank.export import export
 
-    x = entry.example_input().expand(4, -1, -1, -1)
+    x = entry.example_input().expand(4, -1, -1, -1)  # vgg-fmnist's: one 1x28x28 image
     formats = ["torch"] + (["onnx"] if _has("onnxruntime") and _has("onnxscript") else [])
     for fmt in formats:
         check = export(result.model, x, tmp_path / f"small.{fmt}", fmt)
