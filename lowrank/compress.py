@@ -322,6 +322,17 @@ def check_rebuilt(original: nn.Module, rebuilt: nn.Module, table: LayerTable, bu
     return out
 
 
+def _say_if_pruning_is_unavailable(table: LayerTable, scheme) -> None:
+    """One line where the model cannot be pruned at all (torch-pruning cannot trace it, or is
+    not installed): ``scheme="prune"`` stops there; ``"auto"`` warns and factorises only."""
+    if not table.pruning_note:
+        return
+    if scheme == "prune":
+        raise ValueError(f"{table.pruning_note}; scheme='auto' or a factorisation scheme works without it")
+    if scheme == "auto":
+        warnings.warn(f"{table.pruning_note}; scheme='auto' chooses among the factorisations only", stacklevel=4)
+
+
 def _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis, rank_multiple,
               min_rank, settings, accept_uncounted, solver_options) -> CompressionResult:
     """Prepare (calibration batches, the layer table, its basis, what the method needs), then
@@ -329,6 +340,7 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
     batches, selection, include = _calibration(calib, selection, include)
     table = table if table is not None else _table(model, batches, include, calib)
     _refuse_uncounted(table, budget, settings, accept_uncounted)
+    _say_if_pruning_is_unavailable(table, scheme)
     not_priced = warn_unseen_paths(table, batches)
     provider = needs.provider(solvers.method(method).needs)
     uses_provider = provider is not None and "objective" not in solver_options  # (a caller's own objective wins)
@@ -386,6 +398,52 @@ class _Need:
         return self.provider.options(table, problem, self.measured, self.batches, self.select_batches, self.loss, self.label)
 
 
+class _Raising:
+    """Plans aiming higher after a pruning plan held with room to spare. The solvers price a
+    pruned conv by its own channels only (linear, an upper bound: the producing layer loses the
+    same channels, see :mod:`lowrank.planning.pruned`), so such a plan comes in under its
+    limits. The next plans aim every limit higher by a factor, bisected between the highest
+    that held and the lowest that missed, starting from the room the first plan left; the last
+    plan that held is kept. At most ``tries`` plans more."""
+
+    def __init__(self, tries: int = 3):
+        self.tries, self.best, self.factor = tries, None, 1.0
+        self.low, self.high, self.base = 1.0, None, {}
+
+    @property
+    def active(self) -> bool:
+        return self.best is not None
+
+    def start(self, result, checks, budget, aimed: dict[str, float]) -> bool:
+        """After a plan (aimed at the shares ``aimed`` of its limits): whether to aim higher (it
+        pruned and held every limit with at least 2% room)."""
+        plan = result[1]
+        if not plan.info.get("pruned_outputs") or not all(c.held for c in checks.values()):
+            return False
+        room = [c.limit / c.rebuilt for r, c in checks.items() if r in budget and c.rebuilt > 0]
+        if not room or min(room) < 1.02:
+            return False
+        self.best, self.factor = result, min(room)
+        self.base = {r: aimed.get(r, 1.0) for r in budget}
+        return True
+
+    def tried(self, result, held: bool) -> bool:
+        """Record the plan aimed at :attr:`factor`; whether to try another."""
+        if held:
+            self.best, self.low = result, self.factor
+        else:
+            self.high = self.factor
+        self.tries -= 1
+        if self.tries <= 0 or (self.high is not None and self.high - self.low < 0.01):
+            return False
+        self.factor = self.factor ** 2 if self.high is None else (self.low + self.high) / 2  # held: as much higher again
+        return True
+
+    def fractions(self) -> dict[str, float]:
+        """Each limit's share to aim at: the one the first plan held at, times the factor."""
+        return {r: f * self.factor for r, f in self.base.items()}
+
+
 class _Attempts:
     """Plan, rebuild, check; while a measured resource missed its limit, plan again aiming
     lower (a few attempts at most). Holds what the attempts share: the measured ceilings, the
@@ -401,13 +459,24 @@ class _Attempts:
         self.ceilings: dict[str, Ceiling] | None = None
         self.floors: dict[str, int] = {}  # min_rank="auto": the layers an attempt's plan keeps at rank >= 1
         self.keep_alive = min_rank == "auto"  # aim no lower than a plan with a rank in every layer, until one measured over
+        self.raising = _Raising()  # a pruning plan under its limits: plans aiming higher (see _Raising)
 
     def run(self) -> CompressionResult:
-        for attempt in range(1, self.attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             problem = self.problem()
-            rebuilt, plan, alloc, checks = self.attempt(problem, attempt)
-            if attempt == self.attempts or not self.aim_lower(problem, checks):
-                break
+            result = self.attempt(problem, attempt)
+            checks = result[3]
+            if self.raising.active:  # this plan aimed higher: keep it if it held, and bisect
+                if not self.raising.tried(result, all(c.held for c in checks.values())):
+                    break
+            elif not self.raising.start(result, checks, self.budget, self.fractions):
+                if attempt >= self.attempts or not self.aim_lower(problem, checks):
+                    break
+                continue
+            self.fractions = self.raising.fractions()
+        rebuilt, plan, alloc, checks = self.raising.best or result
         return CompressionResult(rebuilt, plan, alloc, self.table, checks, self.ceilings)
 
     def problem(self):

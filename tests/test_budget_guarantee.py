@@ -35,7 +35,11 @@ def _arches():
     hf = nn.Sequential(Conv1D(64, 32), nn.GELU(), Conv1D(32, 64), nn.LayerNorm(32), nn.Linear(32, 8))
     x_conv1d = torch.randn(1, 8, 40)
     conv1d(x_conv1d)  # materialise the lazy layer
+    chain = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 24, 3, padding=1),
+                          nn.BatchNorm2d(24), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(24, 24, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(24, 8, 1), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))  # three prunable convs in a chain
     return [("mlp", mlp.eval(), torch.randn(1, 8, 8)), ("cnn", cnn.eval(), torch.randn(1, 3, 16, 16)),
+            ("chain", chain.eval(), torch.randn(1, 3, 16, 16)),
             ("conv1d", conv1d.eval(), x_conv1d), ("hf-conv1d", hf.eval(), torch.randn(1, 6, 32)),
             ("recurrent", Recurrent().eval(), torch.randn(1, 12, 16)), ("attention", Attention().eval(), torch.randn(1, 10, 24))]
 
@@ -79,11 +83,11 @@ def test_a_thousand_random_trials_never_exceed_a_budget():
     rng = np.random.default_rng(0)
     arches = [(name, model, x, LayerTable(model, x)) for name, model, x in _arches()]
     counts = {"fits": 0, "refused": 0}
-    kinds_seen = set()
+    kinds_seen, schemes_seen = set(), set()
     for trial in range(TRIALS):
         name, model, x, table = arches[rng.integers(len(arches))]
         budget, method = _random_budget(rng), METHODS[rng.integers(len(METHODS))]
-        scheme = str(rng.choice(["channel", "spatial", "auto"]))
+        scheme = str(rng.choice(["channel", "spatial", "auto"] + (["prune"] if name in ("cnn", "chain") else [])))
         limits = budget.limits(table.totals)
         label = f"trial {trial}: {name} {budget} {method} {scheme}"
         try:
@@ -91,7 +95,7 @@ def test_a_thousand_random_trials_never_exceed_a_budget():
         except InfeasibleBudgetError as err:
             counts["refused"] += 1
             assert re.search(r"is below the smallest achievable [\d.]+% \(", str(err)), label
-            cheapest = _cheapest(model, table)  # rank 0 everywhere, cheapest scheme: still over some limit
+            cheapest = _cheapest(model, table, scheme)  # rank 0 everywhere, cheapest scheme: still over some limit
             assert any(cheapest[r] > limits[r] for r in limits), f"{label}: refused, yet rank 0 fits: {cheapest}"
             continue
         macs, params = counted_macs(result.model, x), n_params(result.model)
@@ -99,23 +103,26 @@ def test_a_thousand_random_trials_never_exceed_a_budget():
         assert (macs, params) == (result.plan.totals_after["macs"], result.plan.totals_after["params"]), label
         counts["fits"] += 1
         kinds_seen |= {r.kind for r in result.plan.rows if not r.dense}
+        schemes_seen |= {r.scheme for r in result.plan.rows if not r.dense}
     print(f"{TRIALS} trials: {counts}, factorised kinds seen: {sorted(kinds_seen)}")
     assert counts["fits"] + counts["refused"] == TRIALS
     assert counts["fits"] > TRIALS // 2 and counts["refused"] > 0, counts  # both paths exercised
-    assert kinds_seen == {"linear", "conv2d", "conv1d", "hf_conv1d"}
+    assert kinds_seen == {"linear", "conv2d", "conv1d", "hf_conv1d"} and "prune" in schemes_seen
     assert arches[-2][3].total_macs == counted_macs(arches[-2][1], arches[-2][2]) > 12 * 4 * 48 * (32 + 48)  # the LSTM counted
 
 
-def _cheapest(model, table) -> dict:
+def _cheapest(model, table, scheme: str) -> dict:
     """Independent count of the smallest model lowrank could build: every layer at rank 0, in
-    whichever scheme is cheaper for it (per resource, the minimum over schemes)."""
+    whichever scheme is cheaper for it (per resource, the minimum over schemes); under
+    ``prune``, the prunable layers at 0 and the others dense."""
     out = {}
     for res in ("macs", "params"):
         schemes = {}
-        for layer in table.compressible:
+        layers = [l for l in table.compressible if scheme != "prune" or "prune" in l.schemes]
+        for layer in layers:
             costs = {s: price.fixed for s, price in table.prices(res).layers[layer.name].schemes.items()}
-            schemes[layer.name] = min(costs, key=costs.get)
-        small = rebuild(model, {l.name: 0 for l in table.compressible}, schemes, table=table)
+            schemes[layer.name] = "prune" if scheme == "prune" else min(costs, key=costs.get)
+        small = rebuild(model, {l.name: 0 for l in layers}, schemes, table=table)
         x = table.example_input
         out[res] = counted_macs(small, x) if res == "macs" else n_params(small)
     return out

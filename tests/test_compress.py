@@ -124,5 +124,9 @@ def test_auto_scheme_picks_one_scheme_per_conv_and_beats_a_fixed_scheme(x28):
     assert set(schemes) == {l.name for l in table.compressible}
     assert all(schemes[l.name] in kinds.scheme_names() for l in table.compressible if l.kind == "conv2d")
     for fixed in kinds.scheme_names():
+        if fixed == "prune":  # prunes 4 of vgg's convs and leaves the rest dense: 40% of the parameters is out of its reach
+            with pytest.raises(InfeasibleBudgetError, match="smallest achievable"):
+                compress(model, x28, budget, method="exact", scheme=fixed, table=table)
+            continue
         other = compress(model, x28, budget, method="exact", scheme=fixed, table=table)
         assert auto.allocation.objective <= other.allocation.objective * (1 + 1e-4) + 1e-12

@@ -10,7 +10,7 @@ from lowrank.factorise.basis import weight_svd
 from conftest import make
 from helpers import counted_macs, n_params, rel_err
 
-CONV_SCHEMES = list(schemes_for(nn.Conv2d(1, 1, 1)))  # channel, spatial, input: every registered one
+CONV_SCHEMES = list(schemes_for(nn.Conv2d(1, 1, 1)))  # channel, spatial, input, prune: every registered one
 
 CONV_CONFIGS = [
     dict(kernel_size=3, padding=1),
@@ -96,8 +96,11 @@ def test_random_ranks_match_independent_counts(arch, scheme, x28):
         groups = {l.name: table.group(l.name, scheme) for l in table.compressible}
         macs = table.dense_base_cost()[0] + sum(groups[n].cost(r)[0] for n, r in ranks.items())
         params = table.dense_base_cost()[1] + sum(groups[n].cost(r)[1] for n, r in ranks.items())
-        assert counted_macs(new, x28) == macs
-        assert n_params(new) == params
+        if scheme == "prune":  # the producers lose the pruned channels too: the prices are an upper bound
+            assert counted_macs(new, x28) <= macs and n_params(new) <= params  # (exact counts: tests/test_prune.py)
+        else:
+            assert counted_macs(new, x28) == macs
+            assert n_params(new) == params
         assert new(x28).shape == model(x28).shape
 
 

@@ -300,14 +300,15 @@ def test_a_measured_resource_is_one_class():
 
 def test_layer_schemes_are_looked_up_not_branched_on():
     conv, depthwise, linear = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Linear(4, 5)
-    assert list(kinds.schemes_for(conv)) == ["channel", "spatial", "input"]
+    assert list(kinds.schemes_for(conv)) == ["channel", "spatial", "input", "prune"]
     assert list(kinds.schemes_for(linear)) == [kinds.DEFAULT_SCHEME]
     assert kinds.schemes_for(depthwise) == {}
-    assert kinds.scheme_names() == ("channel", "spatial", "input")
+    assert kinds.scheme_names() == ("channel", "spatial", "input", "prune")
     for scheme in kinds.schemes_for(conv).values():  # weight -> matrix -> weight is the identity
         assert torch.equal(scheme.weight(scheme.matrix(conv.weight), conv.weight.shape), conv.weight)
     table = LayerTable(nn.Sequential(conv, nn.ReLU(), depthwise), torch.randn(1, 3, 12, 12))
     assert [l.name for l in table.compressible] == ["0"]
+    assert "prune" not in table.layers["0"].schemes and "model's input" in table.layers["0"].unprunable
     assert "depthwise" in table.layers["2"].reason
 
 

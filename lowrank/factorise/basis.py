@@ -22,6 +22,8 @@ FLOAT64_MAX_ELEMENTS = 1 << 24
 def weight_svd(weight: torch.Tensor, scheme: kinds.LayerScheme):
     """Thin SVD (U, s, Vh) of the scheme's matrix; float64 where the weight is small enough."""
     m = weight.detach()
+    if scheme.selects:
+        return scheme.selection(m)
     dtype = torch.float64 if m.numel() <= FLOAT64_MAX_ELEMENTS else torch.float32
     return torch.linalg.svd(scheme.matrix(m).to(dtype), full_matrices=False)
 
@@ -104,7 +106,9 @@ class ActivationBasis:
             check_finite(self.model, [name])
             gram, n, trace = self.moments[key]
             weight = self.model.get_submodule(name).weight
-            if key in self.projected:
+            if scheme.selects:  # channels ranked by what each carries: its row's norm times its RMS input
+                self._cache[key] = scheme.selection(weight, torch.diagonal(gram) / max(n, 1), self.ridge)
+            elif key in self.projected:
                 self._cache[key] = projected_svd(weight, scheme, gram, n, trace, self.ridge)
             else:
                 self._cache[key] = whitened_svd(weight, scheme, gram / max(n, 1), self.ridge)
@@ -116,7 +120,7 @@ def projects(scheme: kinds.LayerScheme, weight_shape) -> bool:
     projected inputs is the smaller one to sum)."""
     rows, cols = scheme.matrix_shape(weight_shape)
     inputs, other = (cols, rows) if scheme.input_side == "cols" else (rows, cols)
-    return other <= inputs
+    return other <= inputs and not scheme.selects  # a selection needs each input channel's own power
 
 
 def input_side_matrix(weight: torch.Tensor, scheme: kinds.LayerScheme) -> torch.Tensor:

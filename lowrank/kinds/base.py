@@ -20,6 +20,7 @@ class LayerScheme:
     name: str = ""  # the scheme: "channel", "spatial", ...
     condition: str = ""  # what :meth:`accepts` asks beyond the type, in words
     input_side: str = "cols"  # which side of the matrix multiplies the layer's input: "cols" or "rows"
+    selects: bool = False  # the basis selects input channels (``prune``) instead of being the matrix's SVD
 
     @property
     def label(self) -> str:
@@ -50,6 +51,10 @@ class LayerScheme:
         """MACs that one kept singular value costs, over the recorded calls."""
         raise NotImplementedError
 
+    def full_rank(self, weight_shape: Sequence[int]) -> int:
+        """How many values the layer has under this scheme (the matrix's rank for an SVD)."""
+        return min(self.matrix_shape(weight_shape))
+
     def params_per_rank(self, weight_shape: Sequence[int]) -> int:
         """One kept value is a column of U and a row of Vh: rows + cols parameters."""
         return sum(self.matrix_shape(weight_shape))
@@ -74,6 +79,14 @@ class LayerScheme:
     def factorized(self, dense: nn.Module, rank: int, factors) -> nn.Module:
         """The two-layer module at ``rank`` from ``factors`` = (U, s, Vh) of :meth:`matrix`."""
         raise NotImplementedError
+
+    def timed(self, dense: nn.Module, rank: int, inputs: list):
+        """(module, inputs) whose time is what the layer costs at ``rank`` as deployed: the
+        factorised module on the layer's own inputs (any factors will do)."""
+        rows, cols = self.matrix_shape(tuple(dense.weight.shape))
+        kw = dict(device=dense.weight.device, dtype=dense.weight.dtype)
+        factors = (torch.randn(rows, rank, **kw), torch.ones(rank, **kw), torch.randn(rank, cols, **kw))
+        return self.factorized(dense, rank, factors), inputs
 
 
 def pad_mode(conv: nn.Module) -> str:

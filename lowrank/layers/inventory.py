@@ -3,7 +3,7 @@ every other layer with weights stays dense (in words a user can act on)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
@@ -22,6 +22,8 @@ class Layer:
     schemes: dict[str, kinds.LayerScheme] = field(default_factory=dict, repr=False)
     reason: str = ""
     folded: str = ""  # the parametrizations folded into its weight (lowrank.util.parametrized), if any
+    pruning: Any = None  # where its pruned input channels are removed from (a lowrank.layers.channels.PruneChain)
+    unprunable: str = ""  # why a conv cannot have input channels pruned, where it cannot
 
     @property
     def name(self) -> str:
@@ -71,7 +73,7 @@ class Layer:
     @property
     def full_ranks(self) -> dict[str, int]:
         """Scheme -> the rank of the layer's matrix under it (its number of singular values)."""
-        return {s: min(self.matrix_shape(s)) for s in self.schemes}
+        return {s: scheme.full_rank(self.weight_shape) for s, scheme in self.schemes.items()}
 
     def scheme_for(self, scheme: str) -> str:
         """The scheme the layer uses when ``scheme`` is asked for (a Linear has only the default)."""

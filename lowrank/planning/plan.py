@@ -11,6 +11,7 @@ from .. import resources
 from ..layers.inventory import Layer
 from ..resources import Prices
 from ..solvers import Allocation
+from .pruned import narrowed_outputs, pruned_costs
 
 @dataclass
 class PlanRow:
@@ -23,6 +24,7 @@ class PlanRow:
     dense: bool
     before: dict[str, int]  # resource -> cost of the original layer
     after: dict[str, int]  # resource -> cost at the chosen rank
+    outputs: str = ""  # "kept/all" output channels where the next layer's pruning narrows them
 
     def __getattr__(self, attr: str):
         """``row.macs_before`` / ``row.params_after``: the older spelling of before/after."""
@@ -64,7 +66,39 @@ class Plan:
         after = {r: int(round(c)) for r, c in zip(res, alloc.cost)}
         before = {r: int(round(prices[r].total)) for r in res}
         info = {k: v for k, v in alloc.info.items() if isinstance(v, (int, float, str, bool))}
-        return cls(rows, before, after, {r: limits[r] for r in res}, alloc.method, info)
+        plan = cls(rows, before, after, {r: limits[r] for r in res}, alloc.method, info)
+        plan.count_pruned_producers(layers, prices)
+        return plan
+
+    def count_pruned_producers(self, layers: Mapping[str, Layer], prices: Mapping[str, Prices]) -> None:
+        """Count what pruning removes upstream (see :mod:`.pruned`): each producer's row at the
+        output channels its consumer keeps (a row is added for one the plan leaves dense), and
+        the totals. The solver's prices were an upper bound; these are the counts."""
+        narrowed = narrowed_outputs(self.rows, layers)
+        if not narrowed:
+            return
+        dense = {r: {n: prices[r].layers[n].dense for n in narrowed if n in prices[r].layers} for r in self.totals_before}
+        for name in narrowed:  # a producer outside the problem (scheme="prune"): dense, with fewer outputs
+            if name not in {row.name for row in self.rows}:
+                layer = layers[name]
+                cost = {r: int(round(dense[r].get(name, getattr(layer, r, 0)))) for r in self.totals_before}
+                for r in self.totals_before:
+                    dense[r].setdefault(name, cost[r])
+                self.rows.append(PlanRow(name, layer.kind, layer.weight_shape, "dense", layer.weight_shape[0],
+                                         layer.weight_shape[0], True, cost, dict(cost)))
+        order = {name: i for i, name in enumerate(layers)}
+        self.rows.sort(key=lambda row: order.get(row.name, len(order)))
+        costs, norms = pruned_costs(self.rows, layers, dense)
+        for row in self.rows:
+            for r, cost in costs.get(row.name, {}).items():
+                self.totals_after[r] += cost - row.after[r]
+                row.after[r] = cost
+            if row.name in narrowed:
+                row.outputs = f"{narrowed[row.name]}/{row.shape[0]}"
+        for r, lost in norms.items():
+            if r in self.totals_after:
+                self.totals_after[r] -= lost
+        self.info["pruned_outputs"] = ", ".join(f"{n} {k}/{layers[n].weight_shape[0]}" for n, k in narrowed.items())
 
     @property
     def ranks(self) -> dict[str, int]:
@@ -109,6 +143,8 @@ class Plan:
             for x in res
         )
         lines.append(f"method {self.method}: keeps {fr}")
+        if self.info.get("pruned_outputs"):
+            lines.append(f"output channels the next layer's pruning keeps (counted above): {self.info['pruned_outputs']}")
         if self.info.get("not_priced"):
             lines.append(f"covers only the paths the example input took: {self.info['not_priced']} did not run on it (dense, "
                          "its MACs and time in no total)")

@@ -6,7 +6,9 @@ from typing import Any, Mapping
 from torch import nn
 
 from .. import kinds
+from ..factorise.pruning import fold_selections
 from ..factorise.surgery import replace_layers
+from ..layers.channels import PRUNE
 from ..util.parametrized import folded
 from .plan import Plan
 from .table import LayerTable
@@ -40,10 +42,11 @@ def rebuild(
             scheme = _checked(table, name, rank, schemes if isinstance(schemes, str) else schemes.get(name, kinds.DEFAULT_SCHEME))
             if not table.group(name, scheme).is_dense(int(rank)):  # else factorising does not pay: keep the exact dense layer
                 chosen[name] = (scheme, int(rank))
-    return replace_layers(model, {
+    rebuilt = replace_layers(model, {
         name: table.layers[name].schemes[scheme].factorized(model.get_submodule(name), rank, table.bases.svd(name, scheme))
         for name, (scheme, rank) in chosen.items()
     })
+    return fold_selections(rebuilt, {name: table.layers[name].pruning for name, (scheme, _) in chosen.items() if scheme == PRUNE})
 
 
 def _checked(table: LayerTable, name: str, rank: int, scheme: str) -> str:

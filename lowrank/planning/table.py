@@ -23,6 +23,7 @@ from .. import kinds, resources
 from ..budget import Budget
 from ..factorise.basis import Bases, check_finite
 from ..factorise.masked import MaskedModel
+from ..layers.channels import mark_prunable
 from ..layers.graph import build_graph
 from ..layers.inventory import Layer, as_predicate, select_layers
 from ..layers.record import record_layers
@@ -51,6 +52,7 @@ class LayerTable:
         for name, what in folded_from(model).items():
             if name in self.layers:
                 self.layers[name].folded = ", ".join(what)
+        self.pruning_note = mark_prunable(model, example_input, self.layers)  # "" unless no conv can be pruned
         self.graph: nx.DiGraph = build_graph(model, [n for n, l in self.layers.items() if l.calls])
         self.bases = Bases(model, {l.name: l for l in self.compressible})
         self._prices: dict[tuple, Prices] = {}

@@ -119,13 +119,10 @@ class Latency(MeasuredResource):
         device = target.resolve(layer.module)
         dense = timing.prepared(_as_deployed(layer.module, target), device, target)
         inputs = _call_inputs(layer, target, device)
-        rows, cols = scheme.matrix_shape(layer.weight_shape)
-        kw = dict(device=device, dtype=target.torch_dtype)
         times = []
         for r in ranks:
-            factors = (torch.randn(rows, r, **kw), torch.ones(r, **kw), torch.randn(r, cols, **kw))
-            factorised = timing.prepared(scheme.factorized(dense, r, factors), device, target)
-            times += self.time_in_turn([(factorised, inputs)], device, target)
+            module, xs = scheme.timed(dense, r, inputs)
+            times += self.time_in_turn([(timing.prepared(module, device, target), xs)], device, target)
         return self.time_in_turn([(dense, inputs)], device, target)[0], times
 
     def delivered(self, model, target=None):

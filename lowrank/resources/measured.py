@@ -48,7 +48,7 @@ def table_from_grid(grid: list[int], costs: list[float]) -> np.ndarray:
 def implementation(scheme, dense: torch.nn.Module, rows: int, cols: int) -> str:
     """A digest of the factorised module's source: a faster forward must not reuse old readings."""
     module = scheme.factorized(dense, 0, (torch.zeros(rows, 0), torch.zeros(0), torch.zeros(0, cols)))
-    return digest(inspect.getsource(type(module)))
+    return digest(inspect.getsource(type(module)) + inspect.getsource(type(scheme).timed))
 
 
 class MeasuredResource(Resource):
@@ -125,7 +125,7 @@ class MeasuredResource(Resource):
 
     def _factorised(self, layer, scheme, settings) -> dict:
         rows, cols = scheme.matrix_shape(layer.weight_shape)
-        grid = rank_grid(min(rows, cols))
+        grid = rank_grid(scheme.full_rank(layer.weight_shape))
         key = {"resource": self.name, "module": repr(layer.module), "type": type(layer.module).__qualname__,
                "calls": [c[0] for c in layer.calls], "scheme": scheme.name, "grid": grid,
                "implementation": implementation(scheme, layer.module, rows, cols), **self.reading_key(layer, settings)}
