@@ -404,9 +404,10 @@ class _Raising:
     same channels, see :mod:`lowrank.planning.pruned`), so such a plan comes in under its
     limits. The next plans aim every limit higher by a factor, bisected between the highest
     that held and the lowest that missed, starting from the room the first plan left; the last
-    plan that held is kept. At most ``tries`` plans more."""
+    plan that held is kept. At most ``tries`` plans more (each a solve and a check: seconds with
+    ``exact``; with ``cobla`` each solve is its own SQP)."""
 
-    def __init__(self, tries: int = 3):
+    def __init__(self, tries: int = 4):
         self.tries, self.best, self.factor = tries, None, 1.0
         self.low, self.high, self.base = 1.0, None, {}
 
@@ -417,27 +418,35 @@ class _Raising:
     def start(self, result, checks, budget, aimed: dict[str, float]) -> bool:
         """After a plan (aimed at the shares ``aimed`` of its limits): whether to aim higher (it
         pruned and held every limit with at least 2% room)."""
-        plan = result[1]
-        if not plan.info.get("pruned_outputs") or not all(c.held for c in checks.values()):
+        room = self._room(checks, budget)
+        if not result[1].info.get("pruned_outputs") or room is None or room < 1.02:
             return False
-        room = [c.limit / c.rebuilt for r, c in checks.items() if r in budget and c.rebuilt > 0]
-        if not room or min(room) < 1.02:
-            return False
-        self.best, self.factor = result, min(room)
+        self.best, self.factor = result, room
         self.base = {r: aimed.get(r, 1.0) for r in budget}
         return True
 
-    def tried(self, result, held: bool) -> bool:
-        """Record the plan aimed at :attr:`factor`; whether to try another."""
-        if held:
+    def tried(self, result, checks, budget) -> bool:
+        """Record the plan aimed at :attr:`factor`; whether to try another: higher by the room
+        this one left, while every plan held; else halfway between the highest aim that held and
+        the lowest that missed."""
+        room = self._room(checks, budget)
+        if room is not None:
             self.best, self.low = result, self.factor
         else:
             self.high = self.factor
         self.tries -= 1
-        if self.tries <= 0 or (self.high is not None and self.high - self.low < 0.01):
+        if self.tries <= 0 or (self.high is not None and self.high - self.low < 0.01) or (room is not None and room < 1.01):
             return False
-        self.factor = self.factor ** 2 if self.high is None else (self.low + self.high) / 2  # held: as much higher again
+        self.factor = self.factor * room if self.high is None else (self.low + self.high) / 2
         return True
+
+    @staticmethod
+    def _room(checks, budget) -> float | None:
+        """How far under its tightest limit a plan came (None: it missed one)."""
+        if not all(c.held for c in checks.values()):
+            return None
+        room = [c.limit / c.rebuilt for r, c in checks.items() if r in budget and c.rebuilt > 0]
+        return min(room) if room else None
 
     def fractions(self) -> dict[str, float]:
         """Each limit's share to aim at: the one the first plan held at, times the factor."""
@@ -469,7 +478,7 @@ class _Attempts:
             result = self.attempt(problem, attempt)
             checks = result[3]
             if self.raising.active:  # this plan aimed higher: keep it if it held, and bisect
-                if not self.raising.tried(result, all(c.held for c in checks.values())):
+                if not self.raising.tried(result, checks, self.budget):
                     break
             elif not self.raising.start(result, checks, self.budget, self.fractions):
                 if attempt >= self.attempts or not self.aim_lower(problem, checks):

@@ -81,11 +81,13 @@ def test_only_a_conv_whose_input_channels_are_its_own_can_be_pruned():
     assert not table.layers["6"].compressible and "grouped" in table.layers["6"].reason
 
 
+@pytest.mark.parametrize("basis", ["weight", "activation"])
 @pytest.mark.parametrize("producer_scheme", ["dense", "channel", "spatial", "input", "prune"])
-def test_the_pruned_model_equals_the_masked_model_and_is_physically_smaller(producer_scheme):
+def test_the_pruned_model_equals_the_masked_model_and_is_physically_smaller(producer_scheme, basis):
     model = _settled(_chain())
     x = torch.randn(4, 3, 12, 12)
     table = LayerTable(model, x[:1])
+    table.use_basis(basis, [(torch.randn(16, 3, 12, 12), None)])  # activation: dropped channels' means go to the bias
     ranks, schemes = {"3": 7, "7": 5}, {"3": "prune", "7": "prune"}
     if producer_scheme != "dense":  # the first conv's outputs are pruned by the second; it may itself be factorised
         layer = "0" if producer_scheme != "prune" else None
@@ -99,6 +101,8 @@ def test_the_pruned_model_equals_the_masked_model_and_is_physically_smaller(prod
     masks = {n: (torch.arange(masked.factors[n][2].numel()) < r).double() for n, r in ranks.items()}
     with torch.no_grad():
         assert torch.allclose(new(x), masked(x, masks).to(new(x).dtype), atol=1e-5)
+        if basis == "activation":  # the compensation is there, and it is what makes them equal
+            assert "3" in masked.shifts and float(masked.shifts["3"][1][7:].abs().sum()) > 0
     assert n_params(new) < n_params(model) and counted_macs(new, x[:1]) < counted_macs(model, x[:1])
 
 
@@ -114,8 +118,9 @@ def test_a_pruning_plan_is_counted_exactly_and_holds_its_budget():
     result = lowrank.compress(model, x, Budget(macs=0.7), method="exact", scheme="prune")
     assert {r.scheme for r in result.plan.rows if not r.dense} == {"prune"}  # prune prunes only: the others stay dense
     assert "output channels the next layer's pruning keeps" in str(result.plan)
-    # the prices leave the producers' savings out; planning again for more spends them
-    assert result.macs.rebuilt > 0.6 * result.macs.original, result.plan.info
+    # the prices leave the producers' savings out (the first plan here counts 49.3% of the MACs);
+    # planning again for more spends them
+    assert result.plan.info["attempts"] > 1 and result.macs.rebuilt > 0.55 * result.macs.original, result.plan.info
 
 
 def test_the_pruned_model_exports_and_reloads(tmp_path):

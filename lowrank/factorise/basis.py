@@ -99,6 +99,7 @@ class ActivationBasis:
         self.projected = set(projections)
         self.peak_bytes = sum(s.numel() * s.element_size() for s, _, _ in self.moments.values())
         self._cache: dict[tuple[str, str], tuple] = {}
+        self.shifts: dict[tuple[str, str], torch.Tensor] = {}  # a selection's dropped-channel means (prune)
 
     def svd(self, name: str, scheme: kinds.LayerScheme) -> tuple:
         key = (name, scheme.name)
@@ -106,8 +107,9 @@ class ActivationBasis:
             check_finite(self.model, [name])
             gram, n, trace = self.moments[key]
             weight = self.model.get_submodule(name).weight
-            if scheme.selects:  # channels ranked by what each carries: its row's norm times its RMS input
-                self._cache[key] = scheme.selection(weight, torch.diagonal(gram) / max(n, 1), self.ridge)
+            if scheme.selects:  # channels ranked by what each carries, their means kept (Conv2dPrune.from_moment)
+                u, s, vh, self.shifts[key] = scheme.from_moment(weight, gram, n, self.ridge)
+                self._cache[key] = (u, s, vh)
             elif key in self.projected:
                 self._cache[key] = projected_svd(weight, scheme, gram, n, trace, self.ridge)
             else:
@@ -240,8 +242,10 @@ class Bases:
         return self.current.svd(name, self.layers[name].schemes[scheme])
 
     def factors(self, name: str, scheme: str) -> tuple:
-        """(scheme object, U, s, Vh): what a masked or factorised layer is made of."""
-        return (self.layers[name].schemes[scheme], *self.svd(name, scheme))
+        """(scheme object, U, s, Vh[, shift]): what a masked or factorised layer is made of;
+        ``shift`` where a pruned conv's bias takes over its dropped channels' means."""
+        shift = getattr(self.current, "shifts", {}).get((name, scheme)) if self.layers[name].schemes[scheme].selects else None
+        return (self.layers[name].schemes[scheme], *self.svd(name, scheme)) + ((shift,) if shift is not None else ())
 
     def weight_svds(self, scheme_of) -> dict[str, tuple]:
         """Every layer's weight-basis SVD under ``scheme_of(name)``: what a disk cache stores."""

@@ -31,12 +31,16 @@ class MaskedModel(nn.Module):
         # in float64 while that is cheap, in the weights' own dtype for big models (a language
         # model's 210 layers would spend most of each pass on float64 products).
         big = sum(torch.Size(shape).numel() for shape in self.shapes.values()) > FLOAT64_MAX_ELEMENTS
-        self.factors = {}
-        for name, (scheme, u, s, vh) in factors.items():
+        self.factors, self.shifts = {}, {}
+        for name, (scheme, u, s, vh, *shift) in factors.items():
             if isinstance(scheme, str):
                 scheme = kinds.schemes_for(model.get_submodule(name))[scheme]
             dtype = self.dtypes[name] if big and self.dtypes[name].is_floating_point else u.dtype
             self.factors[name] = (scheme, u.to(dtype), s.to(dtype), vh.to(dtype))
+            if shift:  # a pruned conv's bias takes over what its dropped channels' means added (kinds.prune)
+                bias = getattr(model.get_submodule(name), "bias", None)
+                base = bias.detach().to(dtype) if bias is not None else torch.zeros(shift[0].shape[1], dtype=dtype)
+                self.shifts[name] = (base, shift[0].to(dtype))
 
     def full_masks(self, requires_grad: bool = True) -> dict[str, torch.Tensor]:
         """All-ones masks (the original model), ready for autograd."""
@@ -53,6 +57,9 @@ class MaskedModel(nn.Module):
                 raise ValueError(f"mask for {name!r} has shape {tuple(m.shape)}, expected {tuple(s.shape)}")
             matrix = (u * (s * m)) @ vh
             out[f"{name}.weight"] = scheme.weight(matrix, self.shapes[name]).to(self.dtypes[name])
+            if name in self.shifts:
+                base, shift = self.shifts[name]
+                out[f"{name}.bias"] = (base + (1 - m) @ shift).to(self.dtypes[name])
         return out
 
     def forward(self, inputs, masks: Mapping[str, torch.Tensor]):

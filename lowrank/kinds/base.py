@@ -59,6 +59,11 @@ class LayerScheme:
         """One kept value is a column of U and a row of Vh: rows + cols parameters."""
         return sum(self.matrix_shape(weight_shape))
 
+    def fixed_params(self, module: nn.Module) -> int:
+        """Parameters the factorised layer has at any rank: the bias, where the layer has one."""
+        bias = getattr(module, "bias", None)
+        return bias.numel() if bias is not None else 0
+
     def input_vectors(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The (n, d) vectors the input side of the matrix multiplies, for one call on ``x``
         (d = the matrix's cols, or rows when ``input_side == "rows"``): what a data-aware

@@ -43,7 +43,7 @@ def rebuild(
             if not table.group(name, scheme).is_dense(int(rank)):  # else factorising does not pay: keep the exact dense layer
                 chosen[name] = (scheme, int(rank))
     rebuilt = replace_layers(model, {
-        name: table.layers[name].schemes[scheme].factorized(model.get_submodule(name), rank, table.bases.svd(name, scheme))
+        name: table.layers[name].schemes[scheme].factorized(model.get_submodule(name), rank, table.bases.factors(name, scheme)[1:])
         for name, (scheme, rank) in chosen.items()
     })
     return fold_selections(rebuilt, {name: table.layers[name].pruning for name, (scheme, _) in chosen.items() if scheme == PRUNE})

@@ -19,8 +19,7 @@ class Params(Resource):
         return layer.params
 
     def rank_cost(self, layer, scheme):
-        bias = getattr(layer.module, "bias", None)
-        return scheme.params_per_rank(layer.weight_shape), (bias.numel() if bias is not None else 0)
+        return scheme.params_per_rank(layer.weight_shape), scheme.fixed_params(layer.module)
 
 
 register(Params())
