@@ -401,8 +401,8 @@ class _Need:
 class _Raising:
     """Plans aiming higher after a pruning plan held with room to spare. The solvers price a
     pruned conv by its own channels only (linear, an upper bound: the producing layer loses the
-    same channels, see :mod:`lowrank.planning.pruned`), so such a plan comes in under its
-    limits. The next plans aim every limit higher by a factor, bisected between the highest
+    same channels, see :mod:`lowrank.planning.pruned`; its time too), so such a plan comes in
+    under its limits. The next plans aim every limit higher by a factor, bisected between the highest
     that held and the lowest that missed, starting from the room the first plan left; the last
     plan that held is kept. At most ``tries`` plans more (each a solve and a check: seconds with
     ``exact``; with ``cobla`` each solve is its own SQP)."""
@@ -484,7 +484,7 @@ class _Attempts:
                 if attempt >= self.attempts or not self.aim_lower(problem, checks):
                     break
                 continue
-            self.fractions = self.raising.fractions()
+            self.fractions = {**self.fractions, **self.raising.fractions()}
         rebuilt, plan, alloc, checks = self.raising.best or result
         return CompressionResult(rebuilt, plan, alloc, self.table, checks, self.ceilings)
 

@@ -182,15 +182,22 @@ def _zoom(curves: list[dict], original: float, chance: float | None, higher: boo
     return lo, hi
 
 
+def _kept(row: dict, layer: str) -> float:
+    """The share a run kept of a layer (rank, or kept channels, over the full); 1 where its
+    plan left the layer out (dense)."""
+    full = row["full_ranks"].get(layer)
+    return 1.0 if full is None else row["ranks"][layer] / full if full else 0.0
+
+
 def plot_rank_heatmap(rows: list[dict], model: str, label: str, path: Path, fields: tuple = ()) -> list[tuple]:
     """Kept rank / full rank per layer (rows, network order) and series (columns) at one
     budget: a heatmap that stays readable at hundreds of layers (its height grows with them,
     its width does not). Returns one (label, colour, marker, line style) per column."""
     plt = pyplot()
     series = _series(rows, fields)
-    layers = list(next(iter(series.values()))[0]["full_ranks"])
     columns = [(method_label(srows[0], fields), srows[0]) for srows in series.values()]
-    grid = [[r["ranks"][n] / r["full_ranks"][n] if r["full_ranks"][n] else 0.0 for _, r in columns] for n in layers]
+    layers = list(dict.fromkeys(n for _, r in columns for n in r["full_ranks"]))  # a prune-only plan lists fewer
+    grid = [[_kept(r, n) for _, r in columns] for n in layers]
     cell_w = min(0.5, 5.2 / max(len(columns), 1))
     cell_h = 0.22 if len(layers) <= 60 else max(0.06, 14.0 / len(layers))
     fig, ax = plt.subplots(figsize=(2.6 + cell_w * len(columns) + 1.0, 1.6 + cell_h * len(layers)))
