@@ -13,6 +13,7 @@ from torch import nn
 
 from . import kinds, needs, resources, solvers
 from .budget import Budget
+from .layers.channels import PRUNE
 from .layers.graph import severing
 from .layers.record import layers_called
 from .planning.ceiling import Ceiling, measured_ceilings, on_the_network_clock, with_alive_floors
@@ -402,14 +403,18 @@ class _Raising:
     """Plans aiming higher after a pruning plan held with room to spare. The solvers price a
     pruned conv by its own channels only (linear, an upper bound: the producing layer loses the
     same channels, see :mod:`lowrank.planning.pruned`; its time too), so such a plan comes in
-    under its limits. The next plans aim every limit higher by a factor, bisected between the highest
-    that held and the lowest that missed, starting from the room the first plan left; the last
-    plan that held is kept. At most ``tries`` plans more (each a solve and a check: seconds with
-    ``exact``; with ``cobla`` each solve is its own SQP)."""
+    under its limits. The next plans aim every limit higher by a factor f: halfway to where
+    the first plan's room points while none has missed, then by false position between the
+    highest aim that held and the lowest that missed (the use u(f) = the largest share of a
+    limit a plan spends is far from linear: plans turn layers dense). The last plan that held
+    is kept. At most ``tries`` plans more (each a solve and a check: seconds with ``exact``;
+    with ``cobla`` each solve is its own SQP). On resnet20-fmnist at 60% of the MACs, pruning
+    only: the first plan counts 24.6%; bisection from the room it left ended at 45.2%."""
 
     def __init__(self, tries: int = 4):
-        self.tries, self.best, self.factor = tries, None, 1.0
-        self.low, self.high, self.base = 1.0, None, {}
+        self.tries, self.best, self.factor, self.base = tries, None, 1.0, {}
+        self.low: tuple[float, float] | None = None  # (factor, use) of the highest aim that held
+        self.high: tuple[float, float] | None = None  # ... and of the lowest that missed
 
     @property
     def active(self) -> bool:
@@ -418,35 +423,37 @@ class _Raising:
     def start(self, result, checks, budget, aimed: dict[str, float]) -> bool:
         """After a plan (aimed at the shares ``aimed`` of its limits): whether to aim higher (it
         pruned and held every limit with at least 2% room)."""
-        room = self._room(checks, budget)
-        if not result[1].info.get("pruned_outputs") or room is None or room < 1.02:
+        use = self._use(checks, budget)
+        if not result[1].info.get("pruned_outputs") or not all(c.held for c in checks.values()) or use is None or use > 0.98:
             return False
-        self.best, self.factor = result, room
+        self.best, self.low = result, (1.0, use)
         self.base = {r: aimed.get(r, 1.0) for r in budget}
+        self.factor = 1.0 + (1.0 / use - 1.0) / 2
         return True
 
     def tried(self, result, checks, budget) -> bool:
-        """Record the plan aimed at :attr:`factor`; whether to try another: higher by the room
-        this one left, while every plan held; else halfway between the highest aim that held and
-        the lowest that missed."""
-        room = self._room(checks, budget)
-        if room is not None:
-            self.best, self.low = result, self.factor
+        """Record the plan aimed at :attr:`factor`; whether to try another."""
+        use = self._use(checks, budget)
+        if all(c.held for c in checks.values()):
+            self.best, self.low = result, (self.factor, use)
         else:
-            self.high = self.factor
+            self.high = (self.factor, use)
         self.tries -= 1
-        if self.tries <= 0 or (self.high is not None and self.high - self.low < 0.01) or (room is not None and room < 1.01):
+        (f0, u0), hi = self.low, self.high
+        if self.tries <= 0 or u0 > 0.98 or (hi is not None and hi[0] - f0 < 0.01):
             return False
-        self.factor = self.factor * room if self.high is None else (self.low + self.high) / 2
+        if hi is None:
+            self.factor = f0 + (f0 / u0 - f0) / 2
+        else:
+            guess = f0 + (1.0 - u0) * (hi[0] - f0) / max(hi[1] - u0, 1e-9)
+            self.factor = min(max(guess, f0 + 0.1 * (hi[0] - f0)), hi[0] - 0.1 * (hi[0] - f0))
         return True
 
     @staticmethod
-    def _room(checks, budget) -> float | None:
-        """How far under its tightest limit a plan came (None: it missed one)."""
-        if not all(c.held for c in checks.values()):
-            return None
-        room = [c.limit / c.rebuilt for r, c in checks.items() if r in budget and c.rebuilt > 0]
-        return min(room) if room else None
+    def _use(checks, budget) -> float | None:
+        """The largest share of a limit the plan spent (over 1: it missed)."""
+        use = [c.rebuilt / c.limit for r, c in checks.items() if r in budget and c.limit > 0]
+        return max(use) if use else None
 
     def fractions(self) -> dict[str, float]:
         """Each limit's share to aim at: the one the first plan held at, times the factor."""
@@ -498,6 +505,10 @@ class _Attempts:
         with_alive_floors(problem, self.ceilings)
         reason = why_infeasible(problem, self.table.layers.values(), self.table.prices_of(problem.resources, self.settings))
         if reason:
+            if any(g.option == PRUNE for g in problem.groups):
+                reason += (" (The least is the plan with every pruned conv at rank 0, which leaves the layer making its "
+                           "channels whole; a plan keeping one channel there would narrow that layer, but lowrank does "
+                           "not plan below the prices.)")
             raise solvers.InfeasibleBudgetError(reason + "".join(f" {c}." for c in self.ceilings.values()))
         if self.fractions:  # the last rebuilt model measured over its limit: plan for less
             problem = problem.with_budgets(_aimed_at(problem, self.fractions, self.least(problem)))

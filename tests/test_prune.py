@@ -123,6 +123,13 @@ def test_a_pruning_plan_is_counted_exactly_and_holds_its_budget():
     assert result.plan.info["attempts"] > 1 and result.macs.rebuilt > 0.55 * result.macs.original, result.plan.info
 
 
+def test_a_budget_below_every_pruning_plan_is_refused_with_the_least_and_why():
+    model = _settled(_chain())
+    x = torch.randn(64, 3, 12, 12)
+    with pytest.raises(lowrank.InfeasibleBudgetError, match=r"smallest achievable [\d.]+%.*every pruned conv at rank 0"):
+        lowrank.compress(model, x, Budget(macs=0.05), method="exact", scheme="prune")
+
+
 def test_the_pruned_model_exports_and_reloads(tmp_path):
     from lowrank.export import export
 
