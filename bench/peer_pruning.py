@@ -77,9 +77,12 @@ def pruned_to(model: nn.Module, x, share: float, importance: str, calib, steps: 
         m.zero_grad(set_to_none=True)
         return m
 
-    lo, hi = 0.0, 0.9  # above about 0.9 torch-pruning leaves layers whole (resnet20-fmnist at 0.95: 35% of the MACs)
-    if macs_of(prune(hi), x) > share * full:
-        raise ValueError(f"pruning at ratio {hi} still keeps more than {share:.0%} of the MACs")
+    # The MACs are not monotone in the global ratio near its top (vgg-fmnist at 0.9 keeps 73%, at 0.6
+    # 15%: the global ranking then empties the first conv and spares the rest), so the bracket's top
+    # is the highest ratio, stepping down from 0.9, that reaches the target.
+    lo, hi = 0.0, next((r for r in (0.9, 0.8, 0.7, 0.6, 0.5) if macs_of(prune(r), x) <= share * full), None)
+    if hi is None:
+        raise ValueError(f"no global ratio from 0.5 to 0.9 keeps at most {share:.0%} of the MACs")
     for _ in range(steps):
         mid = (lo + hi) / 2
         if macs_of(prune(mid), x) <= share * full:

@@ -1,21 +1,23 @@
 """``prune``: keep k of a conv's input channels, a rank-k choice whose factor is a selection.
 
 The conv's kernel is read as the ``input`` scheme reads it, C_in x (C_out*kh*kw), but its basis
-is the identity, not the SVD: channel c is the c-th "singular value", with U = e_c, and its
-value says what the channel carries (the norm of its row, times the channel's root mean square
-on calibration data in the data-aware basis). Keeping the top k values keeps k channels, so a
-prune plan is a 0/1 mask like any other, priced linearly and chosen by the same solvers
-(COBLA's network loss included). A kept channel costs C_out*kh*kw weights and MACs at every
-output position; its time is read on the plain conv k -> C_out.
+is not the SVD: keeping the first k values keeps k input channels. In the weight basis the
+values are the channels' rows, largest norm first (U's columns are unit vectors). In the
+data-aware basis (:meth:`Conv2dPrune.from_moment`) the channels are ordered greedily by the
+output error their loss would cost, and the kept ones are refit by least squares to stand in
+for the dropped ones, the dropped channels' mean going to the bias. Either way a prune plan is
+a 0/1 mask like any other, priced linearly and chosen by the same solvers (COBLA's network
+loss included). A kept channel costs C_out*kh*kw weights and MACs at every output position;
+its time is read on the plain conv k -> C_out.
 
 The layer rebuilds as a :class:`PrunedConv2d` (the selection, then the conv k -> C_out: equal
 to the masked model), and :mod:`lowrank.factorise.pruning` then removes the selection by
 dropping the same channels from the layer that makes them (and the BatchNorm between): the
 pruned network is physically smaller. A layer gets this scheme only where that is possible
 (:mod:`lowrank.layers.channels` finds which, with torch-pruning's DependencyGraph); the
-savings in the producing layer are real but not priced (the safe side of every budget).
-"""
-from __future__ import annotations
+savings in the producing layer are not priced (the safe side of every budget) but counted on
+the plan (:mod:`lowrank.planning.pruned`).
+"""from __future__ import annotations
 
 import torch
 from torch import nn
@@ -97,19 +99,11 @@ class Conv2dPrune(Conv2dInput):
         vh = vh * torch.where(s > 0, 1.0 / s, torch.zeros_like(s))[:, None]
         return u, s, vh, shift
 
-    def selection(self, weight: torch.Tensor, channel_power: torch.Tensor | None = None, ridge: float = 1e-2,
-                  floor: float | None = None):
+    def selection(self, weight: torch.Tensor):
         """(U, s, Vh) with U diag(s) Vh = the matrix, U's columns unit vectors e_c in order of
-        s_c = |row c| (times the root of ``channel_power``, what input channel c carries, plus
-        ``ridge`` x ``floor`` (default: the power's mean), as the whitened SVDs add: a channel
-        dead on the calibration data ranks last but keeps a value, so the full rank is still
-        the layer)."""
+        s_c = |row c|: the weight basis, which has no data to refit with."""
         m = self.matrix(weight.detach()).to(torch.float64)
-        s = m.norm(dim=1)
-        if channel_power is not None:
-            power = channel_power.to(torch.float64).clamp_min(0.0)
-            s = s * (power + ridge * max(float(power.mean()) if floor is None else floor, 1e-30)).sqrt()
-        s, order = s.sort(descending=True, stable=True)
+        s, order = m.norm(dim=1).sort(descending=True, stable=True)
         u = torch.eye(m.shape[0], dtype=m.dtype, device=m.device)[:, order]
         scale = torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
         return u, s, m[order] * scale[:, None]  # a zero value is a zero row: nothing lost
