@@ -17,7 +17,8 @@ pruned network is physically smaller. A layer gets this scheme only where that i
 (:mod:`lowrank.layers.channels` finds which, with torch-pruning's DependencyGraph); the
 savings in the producing layer are not priced (the safe side of every budget) but counted on
 the plan (:mod:`lowrank.planning.pruned`).
-"""from __future__ import annotations
+"""
+from __future__ import annotations
 
 import torch
 from torch import nn
