@@ -110,4 +110,6 @@ def test_conv_moments_summed_over_batch_slices_equal_the_whole_batch(index):
         v = scheme.input_vectors(layer, x).double()
         total, n, squares = scheme.input_moment(layer, x)
         assert n == v.shape[0] and squares == pytest.approx(float((v * v).sum()))
+        if scheme.selects:  # prune: the moment of [v, 1], for each channel's mean beside its square
+            v = torch.cat([v, torch.ones(len(v), 1, dtype=v.dtype)], dim=1)
         torch.testing.assert_close(total, v.T @ v, rtol=1e-10, atol=1e-8)

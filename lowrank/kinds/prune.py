@@ -120,7 +120,9 @@ class Conv2dPrune(Conv2dInput):
             layer.bias = nn.Parameter(bias)
             return layer
         u, s, vh, *shift = factors  # shift: what the dropped values leave in the bias (activation basis)
-        index = torch.nonzero(u[:, :rank].abs().sum(dim=1) > 0).flatten()  # the channels the first values touch
+        # the channels the first values touch: exactly ``rank`` of them in a selection basis (any factors, e.g. a
+        # meter's random ones, get the ``rank`` channels they weigh most)
+        index = u[:, :rank].abs().sum(dim=1).topk(rank).indices.sort().values
         rows = ((u[index, :rank] * s[:rank]) @ vh[:rank]).to(dense.weight.dtype)  # their rows of the masked matrix
         c_out, _, kh, kw = dense.weight.shape
         conv = self._conv(dense, rank)
