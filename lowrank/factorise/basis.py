@@ -46,6 +46,7 @@ class WeightBasis:
     """SVDs of a model's layer weights, by (layer name, scheme name)."""
 
     kind = "weight"
+    shifts: dict = {}  # no data: a pruned conv's dropped channels leave nothing to its bias
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -244,7 +245,7 @@ class Bases:
     def factors(self, name: str, scheme: str) -> tuple:
         """(scheme object, U, s, Vh[, shift]): what a masked or factorised layer is made of;
         ``shift`` where a pruned conv's bias takes over its dropped channels' means."""
-        shift = getattr(self.current, "shifts", {}).get((name, scheme)) if self.layers[name].schemes[scheme].selects else None
+        shift = self.current.shifts.get((name, scheme))
         return (self.layers[name].schemes[scheme], *self.svd(name, scheme)) + ((shift,) if shift is not None else ())
 
     def weight_svds(self, scheme_of) -> dict[str, tuple]:

@@ -30,29 +30,26 @@ def fold_selections(model: nn.Module, chains: Mapping[str, object]) -> nn.Module
 
 def _drop_out_channels(module: nn.Module, keep: torch.Tensor) -> None:
     """Keep output channels ``keep`` (in that order) of a conv, or of the layer that makes a
-    factorised or pruned module's output."""
-    inner = getattr(module, "conv", None) if isinstance(module, PrunedConv2d) else getattr(module, "second", None)
+    factorised or pruned module's output (a rank-0 layer: its bias alone)."""
+    inner = module.conv if isinstance(module, PrunedConv2d) else getattr(module, "second", None)
     if inner is not None:
         _drop_out_channels(inner, keep)
-    elif isinstance(module, nn.Conv2d):
-        _slice_parameter(module, "weight", keep)
-        module.out_channels = len(keep)
-    if getattr(module, "bias", None) is not None and inner is None:
-        _slice_parameter(module, "bias", keep)
+    else:
+        _slice(module, ("weight", "bias"), keep)
     if hasattr(module, "out_channels"):
         module.out_channels = len(keep)
 
 
 def _drop_norm_channels(norm: nn.Module, keep: torch.Tensor) -> None:
-    for name in ("weight", "bias"):
-        if getattr(norm, name, None) is not None:
-            _slice_parameter(norm, name, keep)
-    for name in ("running_mean", "running_var"):
-        if getattr(norm, name, None) is not None:
-            setattr(norm, name, getattr(norm, name)[keep].clone())
+    _slice(norm, ("weight", "bias", "running_mean", "running_var"), keep)
     norm.num_features = len(keep)
 
 
-def _slice_parameter(module: nn.Module, name: str, keep: torch.Tensor) -> None:
-    old = getattr(module, name)
-    setattr(module, name, nn.Parameter(old.detach()[keep.to(old.device)].clone(), requires_grad=old.requires_grad))
+def _slice(module: nn.Module, names, keep: torch.Tensor) -> None:
+    """Keep entries ``keep`` along the first dimension of each named parameter or buffer the module has."""
+    for name in names:
+        old = getattr(module, name, None)
+        if old is None:
+            continue
+        new = old.detach()[keep.to(old.device)].clone()
+        setattr(module, name, nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new)

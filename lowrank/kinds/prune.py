@@ -115,7 +115,7 @@ class Conv2dPrune(Conv2dInput):
             bias = torch.zeros(dense.out_channels, dtype=dense.weight.dtype, device=dense.weight.device)
             if dense.bias is not None:
                 bias += dense.bias.detach()
-            if factors is not None and len(factors) > 3 and factors[3] is not None:
+            if factors is not None and len(factors) > 3:  # the shift (activation basis)
                 bias += factors[3].sum(dim=0).to(bias.dtype)
             layer.bias = nn.Parameter(bias)
             return layer
@@ -131,7 +131,7 @@ class Conv2dPrune(Conv2dInput):
             conv.bias.zero_()
             if dense.bias is not None:
                 conv.bias.add_(dense.bias)
-            if shift and shift[0] is not None:
+            if shift:
                 conv.bias.add_(shift[0][rank:].sum(dim=0).to(conv.bias.dtype))
         return PrunedConv2d(conv, index.to(dense.weight.device))
 
@@ -140,7 +140,7 @@ class Conv2dPrune(Conv2dInput):
         ``rank`` channels (the selection is folded into the producing layer)."""
         if rank == 0:
             return self.factorized(dense, 0, None), inputs
-        narrow = [x[:, :rank].contiguous(memory_format=torch.channels_last if x.stride(1) == 1 and x.shape[1] > 1
+        narrow = [x[:, :rank].contiguous(memory_format=torch.channels_last if FactorizedConv2d._is_channels_last(x)
                                          else torch.contiguous_format) for x in inputs]
         return self._conv(dense, rank), narrow
 

@@ -19,13 +19,15 @@ from ..layers.channels import PRUNE
 from ..solvers import MACS, PARAMS
 
 
+def _pruning(rows):
+    """The plan's pruned convs that keep channels (at rank 0 a conv reads nothing, and its
+    producer is left whole)."""
+    return [row for row in rows if row.scheme == PRUNE and not row.dense and row.rank > 0]
+
+
 def narrowed_outputs(rows, layers: Mapping) -> dict[str, int]:
     """Producer name -> the output channels it keeps, for each pruned conv of the plan."""
-    out = {}
-    for row in rows:
-        if row.scheme == PRUNE and not row.dense and row.rank > 0:
-            out[layers[row.name].pruning.producer] = row.rank
-    return out
+    return {layers[row.name].pruning.producer: row.rank for row in _pruning(rows)}
 
 
 def pruned_costs(rows, layers: Mapping, dense_costs: Mapping[str, Mapping[str, float]]) -> tuple[dict, dict]:
@@ -35,9 +37,7 @@ def pruned_costs(rows, layers: Mapping, dense_costs: Mapping[str, Mapping[str, f
     out, which stay dense)."""
     by_name = {r.name: r for r in rows}
     costs, norms = {}, {}
-    for row in rows:
-        if row.scheme != PRUNE or row.dense or row.rank == 0:
-            continue
+    for row in _pruning(rows):
         chain = layers[row.name].pruning
         producer, kept = layers[chain.producer], row.rank
         c_out = producer.weight_shape[0]
