@@ -115,7 +115,7 @@ def compress(model: nn.Module, calib: Any, budget: Budget, method: str = DEFAULT
              table: LayerTable | None = None, loss: Callable | None = None, selection: Any = None, progress: bool = False,
              include: Callable | Sequence[str] | None = None, measured: Any = None, basis: str = "activation", rank_multiple: int | str = "auto",
              measure_on: Any = None, accept_uncounted: bool = False, min_rank: int | dict | str = "auto",
-             **solver_options) -> CompressionResult:
+             refit: bool = True, **solver_options) -> CompressionResult:
     """Factorise ``model``'s layers so that the result fits ``budget``; ``model`` itself is never changed.
 
     Args:
@@ -144,6 +144,10 @@ def compress(model: nn.Module, calib: Any, budget: Budget, method: str = DEFAULT
             if it missed, and returned in the layout it was timed in.
         accept_uncounted: allow a MAC budget on a model running work nobody can count (the
             budget is then a share of what is counted); otherwise it is refused, naming it.
+        refit: refit each layer's output factor by least squares on the calibration data, in
+            run order, to give the original layer's output on the inputs it now sees
+            (:mod:`lowrank.factorise.refit`; no count changes). ``False``: the rebuilt model
+            equals the masked model the solver scored.
         table: a prebuilt :class:`LayerTable` (reuses its SVDs).
         measured: a method's budget-independent measurement (e.g. a cached sensitivity table).
         include: name prefixes or a predicate: the layers that may be factorised.
@@ -158,7 +162,7 @@ def compress(model: nn.Module, calib: Any, budget: Budget, method: str = DEFAULT
     model = folded(model)  # parametrized weights as plain ones, on a copy: the user's model is never read in train mode
     settings = resources.settings_by_resource(measure_on)
     result = _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis,
-                       rank_multiple, min_rank, settings, accept_uncounted, solver_options)
+                       rank_multiple, min_rank, settings, accept_uncounted, refit, solver_options)
     if result.severed_by:
         warnings.warn(
             f"the plan keeps {', '.join(repr(n) for n in result.severed_by)} at rank 0, which cuts every path from the "
@@ -335,10 +339,11 @@ def _say_if_pruning_is_unavailable(table: LayerTable, scheme) -> None:
 
 
 def _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis, rank_multiple,
-              min_rank, settings, accept_uncounted, solver_options) -> CompressionResult:
+              min_rank, settings, accept_uncounted, refit, solver_options) -> CompressionResult:
     """Prepare (calibration batches, the layer table, its basis, what the method needs), then
     plan, rebuild and check, planning again for less while a measured resource missed."""
     batches, selection, include = _calibration(calib, selection, include)
+    refit_on = list(batches) if refit else None  # all of the calibration data (a data-using method holds a part out)
     table = table if table is not None else _table(model, batches, include, calib)
     _refuse_uncounted(table, budget, settings, accept_uncounted)
     _say_if_pruning_is_unavailable(table, scheme)
@@ -352,7 +357,7 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
     _check_layer_names(min_rank, table)
     need = _Need(provider, batches, select_batches, loss, method if progress else None, measured) if uses_provider else None
     result = _Attempts(model, table, budget, scheme, method, rank_multiple, min_rank, settings, solver_options, need,
-                       progress).run()
+                       progress, refit_on).run()
     if not_priced:
         result.plan.info["not_priced"] = ", ".join(not_priced)
     return result.flag_severed()
@@ -466,7 +471,8 @@ class _Attempts:
     share of each limit aimed at, the floors ``min_rank="auto"`` found."""
 
     def __init__(self, model, table, budget, scheme, method, rank_multiple, min_rank, settings, solver_options,
-                 need: _Need | None, progress):
+                 need: _Need | None, progress, refit_on: list | None = None):
+        self.refit_on = refit_on
         self.model, self.table, self.budget, self.scheme, self.method = model, table, budget, scheme, method
         self.rank_multiple, self.min_rank, self.settings = rank_multiple, min_rank, settings
         self.solver_options, self.need, self.progress = solver_options, need, progress
@@ -525,7 +531,9 @@ class _Attempts:
             print(file=sys.stderr)  # end the progress line
         prices = self.table.prices_of(problem.resources, self.settings)
         plan = Plan.from_allocation(alloc, self.table.layers, prices, self.budget.limits({r: p.total for r, p in prices.items()}))
-        rebuilt = rebuild(self.model, plan, table=self.table)
+        rebuilt = rebuild(self.model, plan, table=self.table, refit_on=self.refit_on)
+        if self.refit_on:
+            plan.info["refit"] = "least squares on the calibration data"
         for name in problem.resources:  # as measured: e.g. channels-last where latency was timed so
             rebuilt = resources.get(name).delivered(rebuilt, self.settings.get(name))
         checks = check_rebuilt(self.model, rebuilt, self.table, self.budget, alloc, self.settings)

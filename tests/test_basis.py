@@ -85,8 +85,9 @@ def test_activation_basis_beats_the_weight_basis_on_a_trained_model():
     entry = get("lenet5-digits")
     model = entry.load()
     calib = sample_batches(entry.splits.calib, 128, 0)
-    acc = {b: entry.evaluate(lowrank.compress(model, calib, Budget(macs=0.2), method="exact", basis=b).model) for b in ("weight", "activation")}
-    assert acc["activation"] > acc["weight"] + 0.03, acc  # measured here: 0.857 -> 0.920
+    acc = {b: entry.evaluate(lowrank.compress(model, calib, Budget(macs=0.2), method="exact", basis=b, refit=False).model)
+           for b in ("weight", "activation")}
+    assert acc["activation"] > acc["weight"] + 0.03, acc  # measured here: 0.857 -> 0.920 (with the refit: 0.947 -> 0.950)
 
 
 def test_weight_basis_runs_keep_the_keys_they_were_stored_under():

@@ -44,6 +44,9 @@ def add(sub) -> None:
                       "auto: 0, but 1 wherever the budget allows it when a plan would cut a layer to rank 0)")
     comp.add_argument("--basis", default="activation", choices=["weight", "activation"],
                       help="activation (default): the SVD whitened by each layer's input on the calibration data; weight: the plain weight SVD")
+    comp.add_argument("--no-refit", dest="refit", action="store_false",
+                      help="keep the truncated factors as they are (default: refit each layer by least squares on the "
+                           "calibration data, which changes no count)")
     options.add_settings_flags(comp)
     comp.add_argument("--calib", metavar="FILE", help="calibration data (required for a model file; zoo entries use their own split)")
     comp.add_argument("--out", metavar="FILE", help="save the compressed module here (plan beside it as .plan.json)")
@@ -139,7 +142,7 @@ def _compress(args) -> int:
         warnings.simplefilter("ignore", SeveredModelWarning)  # said below, in this command's words
         result = compress(model, calib, budget, method=args.method, scheme=args.scheme, basis=args.basis,
                           rank_multiple=args.rank_multiple, progress=not args.quiet, measure_on=options.settings_of(args),
-                          accept_uncounted=args.accept_uncounted, min_rank=args.min_rank)
+                          accept_uncounted=args.accept_uncounted, min_rank=args.min_rank, refit=args.refit)
     print(result.plan.table())
     counted = {r: c for r, c in result.checks.items() if resources.get(r).cheap}
     print(f"independent count of the rebuilt model: {options.in_words({r: int(c.rebuilt) for r, c in counted.items()})} "

@@ -50,11 +50,16 @@ def add(sub) -> None:
     cmd.add_argument("--kd", type=float, default=0.0, help="distillation weight from the original (default 0)")
     cmd.add_argument("--recalibrate", type=int, default=0, help="re-estimate each rebuilt model's BatchNorm statistics on "
                      "this many calibration samples before evaluating and fine-tuning it (default 0: none)")
+    cmd.add_argument("--no-refit", dest="refit", action="store_false",
+                     help="keep the truncated factors as they are (default: refit each layer by least squares)")
     cmd.add_argument("--db", default=str(DEFAULT_DB), help=f"the results database (default {DEFAULT_DB})")
     cmd.add_argument("--cache", default=str(DEFAULT_CACHE), help=f"cache of per-model shared work (default {DEFAULT_CACHE})")
     cmd.add_argument("--out", help="output folder (default reports/speed/frontier-MODEL)")
     cmd.add_argument("--quiet", action="store_true", help="no progress bar")
     cmd.set_defaults(run=_frontier)
+
+
+_BEFORE = {"refit": False}  # what a run stored before a setting existed did
 
 
 def same_recipe(rows: list[dict], config: SweepConfig, resource: str) -> list[dict]:
@@ -68,8 +73,8 @@ def same_recipe(rows: list[dict], config: SweepConfig, resource: str) -> list[di
     spec = config.runs()[0]
     return [r for r in rows if r.get("model") == model and r.get(f"budget_{resource}") is not None
             and all(r.get(f"budget_{o}") is None for o in others)
-            and all((r.get("spec") or {}).get(k) == getattr(spec, k)
-                    for k in ("eval_samples", "finetune_epochs", "finetune_samples", "kd", "recalibrate", "seed"))
+            and all((r.get("spec") or {}).get(k, _BEFORE.get(k)) == getattr(spec, k)
+                    for k in ("eval_samples", "finetune_epochs", "finetune_samples", "kd", "recalibrate", "refit", "seed"))
             and bool(r.get("spec")) and RunSpec.from_dict(r["spec"]).key == r.get("key")]
 
 
@@ -81,7 +86,7 @@ def _frontier(args) -> int:
         "name": name, "models": [args.model], "budgets": [{args.resource: b} for b in args.budgets],
         "methods": args.methods, "schemes": args.schemes, "eval_samples": options.samples(args.eval_samples),
         "finetune_epochs": args.finetune_epochs, "finetune_samples": args.finetune_samples, "kd": args.kd,
-        "recalibrate": args.recalibrate,
+        "recalibrate": args.recalibrate, "refit": args.refit,
     }, source="command line")
     config.check_models()
     print(f"frontier {name!r}: {len(config.runs())} runs, one at a time (timed runs must not share the CPU)", file=sys.stderr)

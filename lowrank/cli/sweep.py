@@ -69,6 +69,9 @@ def _add_what(what) -> None:
     what.add_argument("--kd", type=float, help="distillation weight from the original while fine-tuning (default 0)")
     what.add_argument("--recalibrate", type=int, help="re-estimate each rebuilt model's BatchNorm statistics on this many "
                       "calibration samples before evaluating it (default 0: none)")
+    what.add_argument("--no-refit", dest="refit", action="store_false", default=None,
+                      help="keep the truncated factors as they are (default: refit each layer by least squares on the "
+                           "calibration samples)")
 
 
 def _add_how(how) -> None:
@@ -102,7 +105,7 @@ def _add_report(sub) -> None:
 
 def _config(args) -> SweepConfig:
     overrides = {}
-    for key in ("models", "methods", "seeds", "schemes", "bases", "rank_multiples", "calib_samples", "finetune_epochs", "finetune_samples", "kd", "recalibrate", "name"):
+    for key in ("models", "methods", "seeds", "schemes", "bases", "rank_multiples", "calib_samples", "finetune_epochs", "finetune_samples", "kd", "recalibrate", "refit", "name"):
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value

@@ -61,6 +61,7 @@ class RunSpec:
     finetune_samples: int | None = None  # cap on samples per fine-tuning epoch
     kd: float = 0.0  # distillation weight from the original model while fine-tuning
     recalibrate: int = 0  # calibration samples the rebuilt model's BatchNorm statistics are re-estimated on (0: none)
+    refit: bool = True  # each layer's output factor refit by least squares on the calibration samples (compress's refit)
 
     def __post_init__(self):
         limits = {r: v for r, v in dict(self.limits).items() if v is not None}
@@ -92,7 +93,7 @@ class RunSpec:
     @property
     def uses_data(self) -> bool:
         """Whether the run draws calibration samples: its method needs data, or its basis does."""
-        return solvers.method(self.method).uses_data or self.basis != "weight"
+        return solvers.method(self.method).uses_data or self.basis != "weight" or self.refit
 
     @property
     def key(self) -> str:
@@ -103,6 +104,8 @@ class RunSpec:
             del flat["rank_multiple"]
         if not flat["recalibrate"]:  # likewise before recalibration
             del flat["recalibrate"]
+        if not flat["refit"]:  # likewise before the refit
+            del flat["refit"]
         key = {k: v for k, v in flat.items() if not (k.startswith("budget_") and v is None and k not in _KEY_BUDGET_FIELDS)}
         measured = {r: repr(resources.get(r).default_settings()) for r, _ in self.limits if not resources.get(r).cheap}
         if measured:  # where a measured budget is read (a latency target, folded or not) is part of the run
@@ -115,15 +118,17 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunSpec":
-        """From the flat form: ``budget_<resource>`` keys and the other fields."""
+        """From the flat form (``budget_<resource>`` keys and the other fields), as stored."""
         limits = {k[len("budget_"):]: v for k, v in d.items() if k.startswith("budget_") and v is not None}
+        d = {"refit": False, **d}  # a spec stored before the refit existed was made without it
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d and f.name != "limits"}, limits=tuple(limits.items()))
 
     def label(self) -> str:
         parts = [f"{r} {v:g}" for r, v in self.limits]
         basis = "" if self.basis == "weight" else f" {self.basis} basis"
         multiple = "" if self.rank_multiple == 1 else f" ranks x{self.rank_multiple}"
-        return f"{self.model} {self.method}{basis}{multiple} {' '.join(parts)} seed {self.seed}"
+        refit = "" if self.refit else " no refit"
+        return f"{self.model} {self.method}{basis}{multiple}{refit} {' '.join(parts)} seed {self.seed}"
 
 
 # --- provenance ---------------------------------------------------------------------------
@@ -251,7 +256,7 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
         measured = cache.get(provider.cache_kind, key, lambda: provider.measure(table, problem, as_batches(calib), None, None))
     torch.manual_seed(run.seed)
     result = compress(model, calib, run.budget, method=run.method, scheme=run.scheme, table=table, selection=selection,
-                      measured=measured, basis=run.basis, rank_multiple=run.rank_multiple)
+                      measured=measured, basis=run.basis, rank_multiple=run.rank_multiple, refit=run.refit)
     out["solver_seconds"] = float(result.allocation.info.get("solve_seconds", 0.0))
     out["plan_facts"] = plan_facts(result.plan.info)
     out.update(_costs(result))
@@ -263,6 +268,8 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
             "ranks": out["ranks"], "schemes": out["schemes"]}
     if run.recalibrate:
         plan["recalibrate"] = [run.seed, run.recalibrate]
+    if run.refit:
+        plan["refit"] = [run.seed, run.calib_samples]
     out["metric_before"] = cache.get("plan_metric", plan, lambda: float(entry.evaluate(result.model, limit=run.eval_samples)))
     if entry.sampler is not None:  # a language model: what it writes, beside the original's
         out["sample_text"] = entry.sampler(result.model)

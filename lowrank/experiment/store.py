@@ -36,7 +36,7 @@ COLUMNS = {
     "status": "TEXT NOT NULL",  # ok | infeasible | error
     "model": "TEXT", "dataset": "TEXT", "metric_name": "TEXT", "method": "TEXT", "scheme": "TEXT", "basis": "TEXT", "rank_multiple": "INTEGER", "seed": "INTEGER",
     "calib_samples": "INTEGER", "select_samples": "INTEGER", "eval_samples": "INTEGER",
-    "finetune_epochs": "INTEGER", "finetune_samples": "INTEGER", "kd": "REAL", "recalibrate": "INTEGER",
+    "finetune_epochs": "INTEGER", "finetune_samples": "INTEGER", "kd": "REAL", "recalibrate": "INTEGER", "refit": "INTEGER",
     **_resource_columns(),
     "fits": "INTEGER",
     "metric_original": "REAL", "metric_before": "REAL", "metric_after": "REAL",

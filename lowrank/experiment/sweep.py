@@ -57,6 +57,7 @@ class SweepConfig:
     finetune_samples: int | None = None
     kd: float = 0.0
     recalibrate: int = 0  # calibration samples each rebuilt model's BatchNorm statistics are re-estimated on (0: none)
+    refit: bool = True  # refit each rebuilt layer by least squares on the calibration samples (compress's refit)
 
     def __post_init__(self):
         if not (self.models and self.budgets and self.methods and self.seeds and self.schemes and self.bases and self.rank_multiples):
@@ -134,10 +135,11 @@ class SweepConfig:
             spec = RunSpec(
                 model=model, method=method, limits=tuple(Budget(budget).stored().items()), scheme=scheme, basis=basis,
                 rank_multiple=int(multiple), seed=int(seed),
-                calib_samples=calib if needs_data or basis != "weight" else None,
+                calib_samples=calib if needs_data or basis != "weight" or self.refit else None,
                 select_samples=select if needs_data else None,
                 eval_samples=self.eval_samples, finetune_epochs=self.finetune_epochs,
                 finetune_samples=self.finetune_samples, kd=self.kd, recalibrate=int(self.recalibrate),
+                refit=bool(self.refit),
             )
             specs.setdefault(spec.key, spec)
         return list(specs.values())

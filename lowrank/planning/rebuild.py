@@ -7,6 +7,7 @@ from torch import nn
 
 from .. import kinds
 from ..factorise.pruning import fold_selections
+from ..factorise.refit import refit
 from ..factorise.surgery import replace_layers
 from ..layers.channels import PRUNE
 from ..util.parametrized import folded
@@ -21,6 +22,7 @@ def rebuild(
     *,
     table: LayerTable | None = None,
     example_input: Any = None,
+    refit_on: list | None = None,
 ) -> nn.Module:
     """A copy of ``model`` whose layers in ``ranks`` are factorised at those ranks, in the
     basis the ``table`` uses (or an ``example_input`` to build one from).
@@ -28,6 +30,11 @@ def rebuild(
     ``ranks``: a rank per layer name, or a :class:`Plan` (its rows say each layer's scheme and
     whether it stays dense). Given ranks, a layer whose factorised form at that rank is not
     cheaper than dense in every counted resource (MACs, parameters) stays dense.
+
+    ``refit_on``: calibration ``(inputs, targets)`` batches on which every layer the table
+    holds (factorised, pruned or dense) is refit, in the order the model runs them, to give
+    the original's outputs on the inputs it now sees (:mod:`lowrank.factorise.refit`); no
+    shape, and so no count, changes. None: the factors are the truncated bases themselves.
     """
     model = folded(model)  # a parametrized layer is rebuilt from its effective weight (lowrank.util.parametrized)
     if table is None:
@@ -46,6 +53,8 @@ def rebuild(
         name: table.layers[name].schemes[scheme].factorized(model.get_submodule(name), rank, table.bases.factors(name, scheme)[1:])
         for name, (scheme, rank) in chosen.items()
     })
+    if refit_on:
+        refit(model, rebuilt, [n for n, layer in table.layers.items() if layer.compressible], refit_on)
     return fold_selections(rebuilt, {name: table.layers[name].pruning for name, (scheme, _) in chosen.items() if scheme == PRUNE})
 
 
