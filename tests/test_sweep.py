@@ -52,8 +52,10 @@ def test_config_expands_and_validates(tmp_path):
     config = SweepConfig(**SMALL)
     runs = config.runs()
     assert len(runs) == 1 * 3 * 5 * 3 == len({r.key for r in runs})
-    # data-free methods do not depend on calibration sizes: those are not part of their identity
+    # data-free methods draw calibration samples only to refit on; without the refit, those are not part of their identity
     exact = next(r for r in runs if r.method == "exact")
+    assert exact.calib_samples == 64 and exact.select_samples is None
+    exact = next(r for r in SweepConfig(**SMALL, refit=False).runs() if r.method == "exact")
     assert exact.calib_samples is None and exact.select_samples is None
     with pytest.raises(ValueError, match="unknown method"):
         SweepConfig(methods=["nope"])
