@@ -59,23 +59,26 @@ def add(sub) -> None:
     cmd.set_defaults(run=_frontier)
 
 
-_BEFORE = {"refit": False}  # what a run stored before a setting existed did
-
-
 def same_recipe(rows: list[dict], config: SweepConfig, resource: str) -> list[dict]:
     """Every stored run of the config's model under a budget on ``resource`` alone, evaluated
     and fine-tuned as this config says: a frontier grows with each call (another method, more
     budgets) instead of forgetting the runs made before. A run timed on another target (its
     key, which names the target, is not the one its spec has now: e.g. BatchNorm not
-    folded) is left out."""
+    folded) is left out. Each stored spec is read as :meth:`RunSpec.from_dict` reads it (a
+    setting it predates takes the value runs had before it)."""
     (model,) = config.models
     others = [r for r in resources.names() if r != resource]
     spec = config.runs()[0]
     return [r for r in rows if r.get("model") == model and r.get(f"budget_{resource}") is not None
             and all(r.get(f"budget_{o}") is None for o in others)
-            and all((r.get("spec") or {}).get(k, _BEFORE.get(k)) == getattr(spec, k)
-                    for k in ("eval_samples", "finetune_epochs", "finetune_samples", "kd", "recalibrate", "refit", "seed"))
-            and bool(r.get("spec")) and RunSpec.from_dict(r["spec"]).key == r.get("key")]
+            and bool(r.get("spec")) and _same(RunSpec.from_dict(r["spec"]), spec, r.get("key"))]
+
+
+def _same(stored: RunSpec, spec: RunSpec, key: str | None) -> bool:
+    """Whether a stored run was evaluated and fine-tuned as ``spec`` says, under the key its spec has now."""
+    return all(getattr(stored, k) == getattr(spec, k)
+               for k in ("eval_samples", "finetune_epochs", "finetune_samples", "kd", "recalibrate", "refit", "seed")) \
+        and stored.key == key
 
 
 def _frontier(args) -> int:

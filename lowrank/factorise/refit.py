@@ -13,8 +13,7 @@ matrix a layer (the factor's fan-in squared), whatever the number of samples.
 """
 from __future__ import annotations
 
-import sys
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,27 +26,23 @@ from ..util.modes import evaluating
 RIDGE = 1e-4  # Tikhonov weight, relative to the Gram matrix's mean diagonal: keeps a singular X^T X solvable
 
 
-def refit(original: nn.Module, rebuilt: nn.Module, names: Sequence[str], batches: list, progress: bool = False) -> dict[str, float]:
+def refit(original: nn.Module, rebuilt: nn.Module, names: Sequence[str], batches: list) -> dict[str, float]:
     """Refit the named layers of ``rebuilt`` (in place) in the order the model runs them; returns
     per layer the share of the output's energy the refit layer leaves unexplained on ``batches``
     (calibration ``(inputs, targets)`` pairs). Both models run in eval mode meanwhile."""
     with evaluating(original), evaluating(rebuilt):
-        return _refit_all(original, rebuilt, names, batches, progress)
+        return _refit_all(original, rebuilt, names, batches)
 
 
-def _refit_all(original, rebuilt, names, batches, progress) -> dict[str, float]:
+def _refit_all(original, rebuilt, names, batches) -> dict[str, float]:
     targets = [n for n in _run_order(rebuilt, names, batches) if _last_factor(rebuilt.get_submodule(n)) is not None]
     errors = {}
-    for i, name in enumerate(targets):
+    for name in targets:
         factor, source = _last_factor(rebuilt.get_submodule(name))
         try:
             errors[name] = _refit_layer(original, rebuilt, name, factor, source, batches)
         except _Unsupported:
             continue  # (a padding this refit does not unfold: the layer keeps its factors)
-        if progress:
-            print(f"\rrefit {i + 1}/{len(targets)} layers", end="", file=sys.stderr, flush=True)
-    if progress and targets:
-        print(file=sys.stderr)
     return errors
 
 
