@@ -36,7 +36,7 @@ FLOORS = [
     ["lowrank.kinds", "lowrank.timing", "lowrank.data", "lowrank.export", "lowrank.finetuning", "lowrank.recalibrate"],
     ["lowrank.layers", "lowrank.zoo"],
     ["lowrank.resources"],
-    ["lowrank.budget", "lowrank.factorise"],
+    ["lowrank.budget", "lowrank.factorise", "lowrank.saved"],
     ["lowrank.planning"],
     ["lowrank.needs"],
     ["lowrank.compress"],

@@ -14,6 +14,7 @@ from .. import resources, solvers
 from ..compress import DEFAULT_METHOD, SeveredModelWarning, compress
 from ..finetuning import finetune
 from ..kinds import DEFAULT_SCHEME
+from ..saved import save
 from ..util.batches import as_batches
 from ..util.inputs import take
 from ..zoo import ZOO, get
@@ -50,6 +51,8 @@ def add(sub) -> None:
     options.add_settings_flags(comp)
     comp.add_argument("--calib", metavar="FILE", help="calibration data (required for a model file; zoo entries use their own split)")
     comp.add_argument("--out", metavar="FILE", help="save the compressed module here (plan beside it as .plan.json)")
+    comp.add_argument("--save", metavar="DIR", help="save the compressed model with lowrank.save: its weights (safetensors) "
+                      "and what was factorised at which rank; lowrank.load(DIR) rebuilds it without the original weights")
     comp.add_argument("--plan", metavar="FILE", help="write the plan as JSON here")
     comp.add_argument("--export", nargs="+", choices=["onnx", "torch"], metavar="FORMAT",
                       help="also save the compressed model as onnx (FILE.onnx; extra `export`) and/or torch (torch.export, "
@@ -181,6 +184,10 @@ def _compress(args) -> int:
     elif args.plan:
         files.write_whole(Path(args.plan), lambda p: p.write_text(result.plan.to_json()))
         print(f"plan written to {args.plan}")
+    if args.save:
+        saved = save(result, args.save, original=model, zoo=entry.name if entry is not None else None)
+        how = f"lowrank.load({str(saved.directory)!r})" if entry is not None else f"lowrank.load({str(saved.directory)!r}, base=<your architecture>)"
+        print(f"{saved}; load with {how}")
     return 0 if result.held else 1
 
 
