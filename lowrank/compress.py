@@ -531,7 +531,7 @@ class _Attempts:
             print(file=sys.stderr)  # end the progress line
         prices = self.table.prices_of(problem.resources, self.settings)
         plan = Plan.from_allocation(alloc, self.table.layers, prices, self.budget.limits({r: p.total for r, p in prices.items()}))
-        rebuilt = rebuild(self.model, plan, table=self.table, refit_on=self.refit_on)
+        rebuilt = rebuild(self.model, plan, table=self.table, refit_on=self.refit_on, progress=self.progress)
         if self.refit_on:
             plan.info["refit"] = "least squares on the calibration data"
         for name in problem.resources:  # as measured: e.g. channels-last where latency was timed so

@@ -72,6 +72,15 @@ def test_refit_leaves_the_original_untouched_and_its_modes():
     assert model.training and rebuilt.training
 
 
+def test_the_refit_shows_its_progress_over_the_layers(capsys):
+    model, batches = _net(), _batches()
+    lowrank.compress(model, batches, Budget(macs=0.5), method="exact", progress=True)
+    err = capsys.readouterr().err
+    assert "refit" in err and "layer" in err, err[-500:]
+    lowrank.compress(model, batches, Budget(macs=0.5), method="exact")
+    assert "refit" not in capsys.readouterr().err
+
+
 def test_compress_refits_by_default_and_not_when_told():
     model, batches = _net(), _batches()
     with_refit = lowrank.compress(model, batches, Budget(macs=0.5), method="exact")

@@ -13,11 +13,13 @@ matrix a layer (the factor's fan-in squared), whatever the number of samples.
 """
 from __future__ import annotations
 
+import sys
 from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from ..kinds.prune import PrunedConv2d
 from ..util.inputs import call_model
@@ -26,18 +28,19 @@ from ..util.modes import evaluating
 RIDGE = 1e-4  # Tikhonov weight, relative to the Gram matrix's mean diagonal: keeps a singular X^T X solvable
 
 
-def refit(original: nn.Module, rebuilt: nn.Module, names: Sequence[str], batches: list) -> dict[str, float]:
+def refit(original: nn.Module, rebuilt: nn.Module, names: Sequence[str], batches: list, progress: bool = False) -> dict[str, float]:
     """Refit the named layers of ``rebuilt`` (in place) in the order the model runs them; returns
     per layer the share of the output's energy the refit layer leaves unexplained on ``batches``
-    (calibration ``(inputs, targets)`` pairs). Both models run in eval mode meanwhile."""
+    (calibration ``(inputs, targets)`` pairs). Both models run in eval mode meanwhile.
+    ``progress``: a bar over the layers (each costs two passes over ``batches``)."""
     with evaluating(original), evaluating(rebuilt):
-        return _refit_all(original, rebuilt, names, batches)
+        return _refit_all(original, rebuilt, names, batches, progress)
 
 
-def _refit_all(original, rebuilt, names, batches) -> dict[str, float]:
+def _refit_all(original, rebuilt, names, batches, progress: bool) -> dict[str, float]:
     targets = [n for n in _run_order(rebuilt, names, batches) if _last_factor(rebuilt.get_submodule(n)) is not None]
     errors = {}
-    for name in targets:
+    for name in tqdm(targets, desc="refit", unit="layer", disable=not progress, leave=False, file=sys.stderr):
         factor, source = _last_factor(rebuilt.get_submodule(name))
         try:
             errors[name] = _refit_layer(original, rebuilt, name, factor, source, batches)

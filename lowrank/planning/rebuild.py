@@ -23,6 +23,7 @@ def rebuild(
     table: LayerTable | None = None,
     example_input: Any = None,
     refit_on: list | None = None,
+    progress: bool = False,
 ) -> nn.Module:
     """A copy of ``model`` whose layers in ``ranks`` are factorised at those ranks, in the
     basis the ``table`` uses (or an ``example_input`` to build one from).
@@ -35,6 +36,7 @@ def rebuild(
     holds (factorised, pruned or dense) is refit, in the order the model runs them, to give
     the original's outputs on the inputs it now sees (:mod:`lowrank.factorise.refit`); no
     shape, and so no count, changes. None: the factors are the truncated bases themselves.
+    ``progress``: a bar over the layers refit.
     """
     model = folded(model)  # a parametrized layer is rebuilt from its effective weight (lowrank.util.parametrized)
     if table is None:
@@ -54,7 +56,7 @@ def rebuild(
         for name, (scheme, rank) in chosen.items()
     })
     if refit_on:
-        refit(model, rebuilt, [n for n, layer in table.layers.items() if layer.compressible], refit_on)
+        refit(model, rebuilt, [n for n, layer in table.layers.items() if layer.compressible], refit_on, progress)
     return fold_selections(rebuilt, {name: table.layers[name].pruning for name, (scheme, _) in chosen.items() if scheme == PRUNE})
 
 
