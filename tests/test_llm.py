@@ -50,6 +50,19 @@ def test_a_parameter_budget_holds_by_independent_count(method):
     assert math.isfinite(ppl) and ppl > 1.0
 
 
+def test_removed_parameters_are_reported_of_the_whole_model_and_of_the_compressible_linears():
+    """Papers quote the share of the compressible Linear layers; the tied embedding and head stay
+    dense, tied, and counted in the whole model's share."""
+    model = tiny_llama()
+    x, y = windows()
+    result = lowrank.compress(model, (x, y), Budget(params=0.8), method="exact", include=["model.layers."])
+    linears = lambda m: sum(p.numel() for n, p in m.named_parameters() if n.startswith("model.layers.") and "proj" in n)
+    assert result.plan.layers_fraction("params") == pytest.approx(linears(result.model) / linears(model), abs=1e-12)
+    assert result.plan.fraction("params") == n_params(result.model) / n_params(model) > result.plan.layers_fraction("params")
+    assert "removed, of the whole model (of the 14 layers above): " in str(result.plan)
+    assert result.model.lm_head.weight is result.model.model.embed_tokens.weight
+
+
 def test_cobla_takes_the_next_token_loss_and_is_no_worse_than_the_uniform_rule_on_its_selection_data():
     model = tiny_llama()
     x, y = windows(16)

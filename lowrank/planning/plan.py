@@ -111,12 +111,20 @@ class Plan:
     def fraction(self, resource: str) -> float:
         return self.totals_after[resource] / self.totals_before[resource]
 
+    def layers_fraction(self, resource: str) -> float:
+        """What the plan keeps of its own layers' cost (the layers it could compress), leaving out
+        what stays outside them (embeddings, a tied head, norms): the share papers on language
+        models quote. :meth:`fraction` is of the whole model."""
+        before = sum(r.before[resource] for r in self.rows)
+        return sum(r.after[resource] for r in self.rows) / before if before else 1.0
+
     def to_dict(self) -> dict:
         return {
             "method": self.method,
             "totals_before": self.totals_before,
             "totals_after": self.totals_after,
             "fractions": {r: self.fraction(r) for r in self.totals_before},
+            "fractions_of_layers": {r: self.layers_fraction(r) for r in self.totals_before},
             "limits": {k: (None if v == float("inf") else v) for k, v in self.limits.items()},
             "info": self.info,
             "layers": [r.to_dict() for r in self.rows],
@@ -143,6 +151,10 @@ class Plan:
             for x in res
         )
         lines.append(f"method {self.method}: keeps {fr}")
+        outside = [x for x in res if sum(r.before[x] for r in self.rows) < b[x]]
+        if outside:
+            lines.append(f"removed, of the whole model (of the {len(self.rows)} layers above): "
+                         + ", ".join(f"{x} {1 - self.fraction(x):.1%} ({1 - self.layers_fraction(x):.1%})" for x in outside))
         if self.info.get("pruned_outputs"):
             lines.append(f"output channels the next layer's pruning keeps (counted above): {self.info['pruned_outputs']}")
         if self.info.get("not_priced"):
