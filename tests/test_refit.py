@@ -137,3 +137,25 @@ def test_sweeps_frontiers_and_compress_take_no_refit():
     for argv in (["sweep", "--no-refit"], ["frontier", "--model", "lenet5-digits", "--no-refit"], ["compress", "--model", "lenet5-digits", "--macs", "0.5", "--no-refit"]):
         assert build_parser().parse_args(argv).refit is False
     assert build_parser().parse_args(["compress", "--model", "lenet5-digits", "--macs", "0.5"]).refit is True
+
+
+def test_layers_that_read_one_input_are_refit_from_one_pass_with_the_result_of_one_at_a_time(monkeypatch):
+    """q, k and v read the same tensor (so do an MLP's gate and up): one pair of passes serves
+    them, and the weights come out as when each layer is refit on its own."""
+    pytest.importorskip("transformers")
+    from lowrank.factorise import refit as refit_module
+    from test_llm import tiny_llama, windows
+
+    model = tiny_llama()
+    x, y = windows()
+    table = LayerTable(model, x)
+    ranks = {layer.name: 4 for layer in table.compressible}
+    grouped = lowrank.rebuild(model, ranks, table=table, refit_on=[(x, y)])
+    groups = refit_module._groups(grouped, list(ranks), [(x, y)])
+    assert [m.name.rsplit(".", 1)[-1] for m in groups[0]] == ["q_proj", "k_proj", "v_proj"]
+    assert [len(g) for g in groups[:4]] == [3, 1, 2, 1]  # q k v | o | gate up | down
+    one_group = refit_module._groups
+    monkeypatch.setattr(refit_module, "_groups", lambda *a: [[m] for g in one_group(*a) for m in g])
+    alone = lowrank.rebuild(model, ranks, table=table, refit_on=[(x, y)])
+    for (name, a), (_, b) in zip(grouped.named_parameters(), alone.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name

@@ -14,6 +14,7 @@ matrix a layer (the factor's fan-in squared), whatever the number of samples.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
@@ -38,23 +39,29 @@ def refit(original: nn.Module, rebuilt: nn.Module, names: Sequence[str], batches
 
 
 def _refit_all(original, rebuilt, names, batches, progress: bool) -> dict[str, float]:
-    targets = [n for n in _run_order(rebuilt, names, batches) if _last_factor(rebuilt.get_submodule(n)) is not None]
+    groups = _groups(rebuilt, names, batches)
     errors = {}
-    for name in tqdm(targets, desc="refit", unit="layer", disable=not progress, leave=False, file=sys.stderr):
-        factor, source = _last_factor(rebuilt.get_submodule(name))
-        try:
-            errors[name] = _refit_layer(original, rebuilt, name, factor, source, batches)
-        except _Unsupported:
-            continue  # (a padding this refit does not unfold: the layer keeps its factors)
+    bar = tqdm(total=sum(map(len, groups)), desc="refit", unit="layer", disable=not progress, leave=False, file=sys.stderr)
+    for group in groups:
+        errors.update(_refit_group(original, rebuilt, group, batches))
+        bar.update(len(group))
+    bar.close()
     return errors
 
 
 def _last_factor(module: nn.Module):
     """(the conv or Linear that makes the layer's output, the submodule whose output is that
     factor's input, or None where it is the factor's own input), or None: nothing to refit
-    (e.g. a layer at rank 0, which outputs its bias alone)."""
+    (e.g. a layer at rank 0, which outputs its bias alone, or a conv whose padding this refit
+    does not unfold)."""
     found = _factor_and_source(module)
-    return found if found is not None and found[0].weight.numel() > 0 else None
+    if found is None or found[0].weight.numel() == 0:
+        return None
+    try:
+        _pad(found[0]) if isinstance(found[0], (nn.Conv1d, nn.Conv2d)) else None
+    except _Unsupported:
+        return None
+    return found
 
 
 def _factor_and_source(module: nn.Module):
@@ -68,43 +75,103 @@ def _factor_and_source(module: nn.Module):
     return None
 
 
-def _run_order(model: nn.Module, names: Iterable[str], batches: list) -> list[str]:
-    """``names`` in the order the model first calls them on a calibration batch."""
-    wanted, order = set(names), []
-    hooks = [model.get_submodule(n).register_forward_pre_hook(lambda m, a, n=n: order.append(n) if n not in order else None)
-             for n in wanted]
+@dataclass
+class _Member:
+    name: str
+    calls: int  # how many times one pass runs the layer
+    factor: nn.Module
+    source: nn.Module | None
+
+
+def _groups(model: nn.Module, names: Iterable[str], batches: list) -> list[list[_Member]]:
+    """The layers to refit in the order the model first runs them, in groups of layers that read
+    the same input tensor (attention's q, k and v; an MLP's gate and up): refitting one cannot
+    change another's input, so one pair of passes serves the group, with the same result as
+    one layer at a time."""
+    wanted, calls, inputs = set(names), {}, {}
+
+    def seen(name, args):
+        calls[name] = calls.get(name, 0) + 1
+        inputs.setdefault(name, args[0] if args else None)
+
+    hooks = [model.get_submodule(n).register_forward_pre_hook(lambda m, a, n=n: seen(n, a)) for n in wanted]
     try:
         with torch.no_grad():
             call_model(model, batches[0][0])
     finally:
         for h in hooks:
             h.remove()
-    return order + sorted(wanted - set(order))  # (a layer the batch never reached: last, and left as it is)
+    groups, previous = [], None  # (a layer the batch never reached is left as it is)
+    for name, count in calls.items():
+        found = _last_factor(model.get_submodule(name))
+        if found is None:
+            continue
+        member = _Member(name, count, *found)
+        shared = count == 1 and previous is not None and inputs[name] is inputs[previous] and groups[-1][-1].calls == 1
+        groups[-1].append(member) if shared else groups.append([member])
+        previous = name
+    return groups
 
 
-def _refit_layer(original, rebuilt, name, factor: nn.Module, source: nn.Module | None, batches) -> float:
-    outputs, inputs = [], []
-    hooks = [original.get_submodule(name).register_forward_hook(lambda m, a, out: outputs.append(out.detach()))]
-    if source is None:
-        hooks.append(factor.register_forward_pre_hook(lambda m, a: inputs.append(a[0].detach())))
-    else:
-        hooks.append(source.register_forward_hook(lambda m, a, out: inputs.append(out.detach())))
-    gram = cross = None
-    energy = 0.0
+class _Seen(Exception):
+    """Raised by a hook once a pass has shown it all it needs: the rest of the pass is not run."""
+
+
+class _Store:
+    """What hooks catch in one model's pass, a list per layer; stops the pass once every layer
+    has run as often as a pass runs it (on average half a network a pass)."""
+
+    def __init__(self, wanted: dict[str, int]):
+        self.wanted, self.caught = wanted, {name: [] for name in wanted}
+
+    def keep(self, name: str, t: torch.Tensor) -> None:
+        self.caught[name].append(t.detach())
+        if all(len(self.caught[n]) >= k for n, k in self.wanted.items()):
+            raise _Seen
+
+    def run(self, model: nn.Module, x) -> None:
+        for caught in self.caught.values():
+            caught.clear()
+        try:
+            call_model(model, x)
+        except _Seen:
+            pass
+
+
+def _refit_group(original, rebuilt, group: list[_Member], batches) -> dict[str, float]:
+    wanted = {m.name: m.calls for m in group}
+    outputs, inputs = _Store(wanted), _Store(wanted)
+    hooks = []
+    for m in group:
+        hooks.append(original.get_submodule(m.name).register_forward_hook(lambda mod, a, out, n=m.name: outputs.keep(n, out)))
+        if m.source is None:
+            hooks.append(m.factor.register_forward_pre_hook(lambda mod, a, n=m.name: inputs.keep(n, a[0])))
+        else:
+            hooks.append(m.source.register_forward_hook(lambda mod, a, out, n=m.name: inputs.keep(n, out)))
+    stats = {m.name: [None, None, 0.0] for m in group}  # gram, cross, energy
     try:
         with torch.no_grad():
             for x, _ in batches:
-                outputs.clear(), inputs.clear()
-                call_model(original, x)
-                call_model(rebuilt, x)
-                for z, y in zip(inputs, outputs):
-                    a, t = _design(factor, z), _flat_target(factor, y)
-                    g, c = a.T @ a, a.T @ t
-                    gram, cross = (g, c) if gram is None else (gram + g, cross + c)
-                    energy += float((t * t).sum())
+                outputs.run(original, x)
+                inputs.run(rebuilt, x)
+                for m in group:
+                    _accumulate(stats[m.name], m.factor, inputs.caught[m.name], outputs.caught[m.name])
     finally:
         for h in hooks:
             h.remove()
+    return {m.name: _solve_and_assign(m.factor, *stats[m.name]) for m in group}
+
+
+def _accumulate(stat: list, factor: nn.Module, inputs: list, outputs: list) -> None:
+    for z, y in zip(inputs, outputs):
+        a, t = _design(factor, z), _flat_target(factor, y)
+        g, c = a.T @ a, a.T @ t
+        stat[0], stat[1] = (g, c) if stat[0] is None else (stat[0] + g, stat[1] + c)
+        stat[2] += float((t * t).sum())
+
+
+def _solve_and_assign(factor: nn.Module, gram, cross, energy: float) -> float:
+    """Assign the least-squares solution where it lowers the error; the error left, as a share."""
     if gram is None or energy == 0.0:
         return 0.0
     solution = _solve(gram, cross)
