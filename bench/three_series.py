@@ -23,7 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lowrank import LatencyTarget  # noqa: E402
+from lowrank.resources import settings_by_resource  # noqa: E402
 from tables import command, write_report  # noqa: E402
+
+TIME, = settings_by_resource(LatencyTarget())  # the measured resource's name, spelled only where it is defined
 
 LOW_RANK, PRUNE_OR_FACTORISE, PEER = "low-rank only", "prune-or-factorise", "torch-pruning"
 SERIES_SCHEMES = {"channel": LOW_RANK, "spatial": LOW_RANK, "input": LOW_RANK, "prune": PRUNE_OR_FACTORISE, "auto": PRUNE_OR_FACTORISE}
@@ -32,11 +36,11 @@ STYLE = {LOW_RANK: ("tab:blue", "o"), PRUNE_OR_FACTORISE: ("tab:red", "s"), PEER
 
 def lowrank_points(folder: Path) -> tuple[str, float, list[dict]]:
     """(model, the control's accuracy, points) of one frontier folder's fine-tuned runs."""
-    rows = [r for r in csv.DictReader(open(folder / "runs.csv")) if r["status"] == "ok" and r["metric_after"] and r["latency"]]
+    rows = [r for r in csv.DictReader(open(folder / "runs.csv")) if r["status"] == "ok" and r["metric_after"] and r[TIME]]
     if not rows:
-        raise SystemExit(f"{folder}/runs.csv holds no fine-tuned run under a latency budget")
-    points = [{"model": r["model"], "series": SERIES_SCHEMES[r["scheme"]], "plan": f"{r['method']} ({r['scheme']}) latency {float(r['budget_latency']):g}",
-               "speedup": float(r["original_latency"]) / float(r["latency"]), "after": float(r["metric_after"]),
+        raise SystemExit(f"{folder}/runs.csv holds no fine-tuned run under a measured budget")
+    points = [{"model": r["model"], "series": SERIES_SCHEMES[r["scheme"]], "plan": f"{r['method']} ({r['scheme']}) {TIME} {float(r['budget_' + TIME]):g}",
+               "speedup": float(r["original_" + TIME]) / float(r[TIME]), "after": float(r["metric_after"]),
                "before": float(r["metric_before"])} for r in rows]
     return rows[0]["model"], float(rows[0]["metric_original_finetuned"]), points
 
