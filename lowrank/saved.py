@@ -59,7 +59,8 @@ def save(result_or_model, directory: str | Path, *, original: nn.Module | None =
     ``zoo``: the zoo entry it came from, so that :func:`load` needs no ``base``."""
     from safetensors.torch import save_model
 
-    model = result_or_model.model if isinstance(getattr(result_or_model, "model", None), nn.Module) else result_or_model
+    # (a module first: a Hugging Face causal LM has a ``.model`` too, its inner network)
+    model = result_or_model if isinstance(result_or_model, nn.Module) else getattr(result_or_model, "model", None)
     if not isinstance(model, nn.Module):
         raise TypeError(f"save takes a CompressionResult or an nn.Module, not {type(result_or_model).__name__}")
     directory = Path(directory)

@@ -131,6 +131,10 @@ def test_a_tied_language_model_round_trips_with_its_config_and_stays_tied(tmp_pa
     with torch.no_grad():
         assert torch.allclose(loaded(**x).logits, result.model(**x).logits, atol=1e-5, rtol=0)
     assert n_params(loaded) == n_params(result.model)
+    lowrank.save(result.model, tmp_path / "bare", original=model)  # the module itself, not its inner ``.model``
+    again = lowrank.load(tmp_path / "bare")
+    with torch.no_grad():
+        assert torch.allclose(again(**x).logits, result.model(**x).logits, atol=1e-5, rtol=0)
 
 
 def test_the_cli_saves_a_zoo_model_that_loads(tmp_path, capsys):
