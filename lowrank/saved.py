@@ -97,7 +97,12 @@ def load(directory: str | Path, base: nn.Module | Callable[[], nn.Module] | str 
     with safe_open(str(directory / WEIGHTS), framework="pt") as f:
         shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
     for name, layer in manifest["layers"].items():
-        model.set_submodule(name, _placeholder(model, name, layer, shapes))
+        try:
+            model.set_submodule(name, _placeholder(model, name, layer, shapes))
+        except (AttributeError, KeyError, TypeError, ValueError) as e:  # no such layer, or not the kind saved
+            raise ValueError(f"the base model ({type(model).__name__}) has no layer {name!r} that a {layer['type']} can "
+                             f"stand in for ({e}). Pass base= the architecture the compressed model came from (it was a "
+                             f"{manifest['class']})") from None
     _resize(model, shapes, manifest["narrowed"] or [])
     try:
         load_model(model, str(directory / WEIGHTS), strict=True)

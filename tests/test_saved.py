@@ -83,6 +83,9 @@ def test_a_base_of_another_architecture_or_none_is_refused_with_what_to_pass(tmp
     wider = nn.Sequential(*list(_chain())[:-1], nn.Linear(16, 7))
     with pytest.raises(ValueError, match="do not fit the base model.*Pass base= the architecture"):
         lowrank.load(tmp_path, base=wider)
+    assert json.loads((tmp_path / "lowrank.json").read_text())["layers"]  # something factorised, to stand in for
+    with pytest.raises(ValueError, match="has no layer .* can stand in for.*Pass base= the architecture"):
+        lowrank.load(tmp_path, base=nn.Sequential(nn.Linear(3, 3)))
     with pytest.raises(FileNotFoundError, match="not a directory lowrank.save wrote"):
         lowrank.load(tmp_path / "elsewhere")
 

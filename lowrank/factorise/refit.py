@@ -57,10 +57,11 @@ def _last_factor(module: nn.Module):
     found = _factor_and_source(module)
     if found is None or found[0].weight.numel() == 0:
         return None
-    try:
-        _pad(found[0]) if isinstance(found[0], (nn.Conv1d, nn.Conv2d)) else None
-    except _Unsupported:
-        return None
+    if isinstance(found[0], (nn.Conv1d, nn.Conv2d)):
+        try:
+            _pad(found[0])
+        except _Unsupported:
+            return None
     return found
 
 
@@ -101,15 +102,16 @@ def _groups(model: nn.Module, names: Iterable[str], batches: list) -> list[list[
     finally:
         for h in hooks:
             h.remove()
-    groups, previous = [], None  # (a layer the batch never reached is left as it is)
+    groups: list[list[_Member]] = []  # (a layer the batch never reached is left as it is)
     for name, count in calls.items():
         found = _last_factor(model.get_submodule(name))
         if found is None:
             continue
-        member = _Member(name, count, *found)
-        shared = count == 1 and previous is not None and inputs[name] is inputs[previous] and groups[-1][-1].calls == 1
-        groups[-1].append(member) if shared else groups.append([member])
-        previous = name
+        last = groups[-1][-1] if groups else None
+        if count == 1 and last is not None and last.calls == 1 and inputs[name] is inputs[last.name]:
+            groups[-1].append(_Member(name, count, *found))
+        else:
+            groups.append([_Member(name, count, *found)])
     return groups
 
 

@@ -115,8 +115,12 @@ class Plan:
         """What the plan keeps of its own layers' cost (the layers it could compress), leaving out
         what stays outside them (embeddings, a tied head, norms): the share papers on language
         models quote. :meth:`fraction` is of the whole model."""
-        before = sum(r.before[resource] for r in self.rows)
-        return sum(r.after[resource] for r in self.rows) / before if before else 1.0
+        before = self.layers_total(resource)
+        return self.layers_total(resource, after=True) / before if before else 1.0
+
+    def layers_total(self, resource: str, after: bool = False) -> int:
+        """The cost of the plan's own layers, before or after."""
+        return sum((r.after if after else r.before)[resource] for r in self.rows)
 
     def to_dict(self) -> dict:
         return {
@@ -151,7 +155,7 @@ class Plan:
             for x in res
         )
         lines.append(f"method {self.method}: keeps {fr}")
-        outside = [x for x in res if sum(r.before[x] for r in self.rows) < b[x]]
+        outside = [x for x in res if self.layers_total(x) < b[x]]
         if outside:
             lines.append(f"removed, of the whole model (of the {len(self.rows)} layers above): "
                          + ", ".join(f"{x} {1 - self.fraction(x):.1%} ({1 - self.layers_fraction(x):.1%})" for x in outside))
