@@ -399,7 +399,7 @@ class _Need:
     measured: Any = None
 
     def options(self, table: LayerTable, problem) -> dict:
-        if self.measured is None and self.provider.measure is not None:
+        if self.measured is None and self.provider.measure is not None and self.provider.measures(problem):
             self.measured = self.provider.measure(table, problem, self.batches, self.loss, self.label)
         return self.provider.options(table, problem, self.measured, self.batches, self.select_batches, self.loss, self.label)
 

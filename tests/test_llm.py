@@ -73,6 +73,25 @@ def test_cobla_takes_the_next_token_loss_and_is_no_worse_than_the_uniform_rule_o
     assert "error" not in scores["start:uniform"]["score"]  # no class labels per row: the loss alone decides
 
 
+def test_cobla_measures_its_sensitivity_start_only_on_problems_small_enough(monkeypatch):
+    """The start's table is one network pass per layer and rank: half of a 20-minute run on
+    SmolLM2's 210 layers. Above SENSITIVITY_START_UP_TO groups COBLA starts without it."""
+    from lowrank.needs import network_loss
+
+    model = tiny_llama()
+    x, y = windows(16)
+    calib, select = (({"input_ids": x["input_ids"][:8]}, y[:8]), ({"input_ids": x["input_ids"][8:]}, y[8:]))
+    measured = []
+    real = network_loss.sensitivity_samples
+    monkeypatch.setattr(network_loss, "sensitivity_samples", lambda *a, **k: measured.append(1) or real(*a, **k))
+    for up_to, started in ((14, True), (13, False)):  # the tiny Llama has 14 groups
+        monkeypatch.setattr(network_loss, "SENSITIVITY_START_UP_TO", up_to)
+        measured.clear()
+        result = lowrank.compress(model, calib, Budget(params=0.7), method="cobla", selection=select, include=["model.layers."])
+        assert bool(measured) is started and ("start:sensitivity" in result.allocation.info["candidates"]) is started
+        assert result.held
+
+
 def test_perplexity_and_the_constant_prediction():
     from lowrank.zoo.smollm import constant_perplexity, token_nll
 

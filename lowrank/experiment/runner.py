@@ -248,8 +248,8 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
         calib = [(entry.example_input(), None)]  # data-free methods only need the input shape
     table.use_basis(run.basis, calib)  # compress sees the same batches and keeps this basis
     provider = needs.provider(method.needs)
-    if provider is not None and provider.cache_kind is not None:  # budget-independent: measured once per model
-        problem = table.problem(run.budget, run.scheme)
+    problem = table.problem(run.budget, run.scheme) if provider is not None else None
+    if provider is not None and provider.cache_kind is not None and provider.measures(problem):  # budget-independent: measured once per model
         key = {"weights": loaded.fingerprint, "scheme": run.scheme, "seed": run.seed, "calib_samples": run.calib_samples}
         if run.basis != "weight":
             key["basis"] = run.basis

@@ -8,8 +8,14 @@ the errors add up. Layer by layer, in the order the model runs them, the factor 
 the output (``second`` of a factorised layer, the kept-channel conv of a pruned one) is solved
 for again with the other factor fixed: a linear least-squares problem on the inputs that
 factor really sees, with the original output as the target (SVD-LLM's parameter update, run
-sequentially). Shapes and so every cost are unchanged; only weights move. Memory is one Gram
-matrix a layer (the factor's fan-in squared), whatever the number of samples.
+sequentially). Shapes and so every cost are unchanged; only weights move. Memory is two Gram
+matrices a layer (the factor's fan-in squared), whatever the number of samples.
+
+Few samples against a wide fan-in make least squares fit noise: SmolLM2's 1,536-wide MLP
+layers refit on 1,024 tokens raised test perplexity from 255 to 341. So every refit is checked
+on data it was not fitted on: the samples are split in two halves, each half's solution is
+scored on the other, and a layer takes its refit only where that held-out error is below the
+error of the weights it has; the ridge pulls toward those weights, not toward zero.
 """
 from __future__ import annotations
 
@@ -150,38 +156,69 @@ def _refit_group(original, rebuilt, group: list[_Member], batches) -> dict[str, 
             hooks.append(m.factor.register_forward_pre_hook(lambda mod, a, n=m.name: inputs.keep(n, a[0])))
         else:
             hooks.append(m.source.register_forward_hook(lambda mod, a, out, n=m.name: inputs.keep(n, out)))
-    stats = {m.name: [None, None, 0.0] for m in group}  # gram, cross, energy
+    stats = {m.name: _Folds() for m in group}
     try:
         with torch.no_grad():
             for x, _ in batches:
                 outputs.run(original, x)
                 inputs.run(rebuilt, x)
                 for m in group:
-                    _accumulate(stats[m.name], m.factor, inputs.caught[m.name], outputs.caught[m.name])
+                    stats[m.name].add(m.factor, inputs.caught[m.name], outputs.caught[m.name])
     finally:
         for h in hooks:
             h.remove()
-    return {m.name: _solve_and_assign(m.factor, *stats[m.name]) for m in group}
+    return {m.name: stats[m.name].solve_and_assign(m.factor) for m in group}
 
 
-def _accumulate(stat: list, factor: nn.Module, inputs: list, outputs: list) -> None:
-    for z, y in zip(inputs, outputs):
-        a, t = _design(factor, z), _flat_target(factor, y)
-        g, c = a.T @ a, a.T @ t
-        stat[0], stat[1] = (g, c) if stat[0] is None else (stat[0] + g, stat[1] + c)
-        stat[2] += float((t * t).sum())
+class _Folds:
+    """The least-squares statistics of one layer in two halves of the samples (even and odd
+    samples of each batch; a batch of one sample goes to the half with fewer rows)."""
+
+    def __init__(self):
+        self.halves = [[None, None, 0.0, 0], [None, None, 0.0, 0]]  # gram, cross, energy, rows
+
+    def add(self, factor: nn.Module, inputs: list, outputs: list) -> None:
+        for z, y in zip(inputs, outputs):
+            if z.shape[0] >= 2 and y.shape[0] == z.shape[0]:
+                parts = [(z[0::2], y[0::2]), (z[1::2], y[1::2])]
+            else:
+                parts = [None, None]
+                parts[min((0, 1), key=lambda i: self.halves[i][3])] = (z, y)
+            for half, part in zip(self.halves, parts):
+                if part is not None:
+                    _accumulate(half, factor, *part)
+
+    def solve_and_assign(self, factor: nn.Module) -> float:
+        """Assign the least-squares solution where it lowers the error on held-out samples; the
+        in-sample error left, as a share of the output's energy."""
+        (ga, ca, ea, na), (gb, cb, eb, nb) = self.halves
+        if ga is None and gb is None:
+            return 0.0
+        gram, cross, energy = _sum(ga, gb), _sum(ca, cb), ea + eb
+        if energy == 0.0:
+            return 0.0
+        current = _current(factor)
+        if ga is not None and gb is not None:  # each half's solution scored on the other half
+            held_out = _residual(gb, cb, eb, _solve(ga, ca, current)) + _residual(ga, ca, ea, _solve(gb, cb, current))
+            if held_out >= _residual(ga, ca, ea, current) + _residual(gb, cb, eb, current):
+                return _residual(gram, cross, energy, current) / energy
+        solution = _solve(gram, cross, current)
+        before, after = _residual(gram, cross, energy, current), _residual(gram, cross, energy, solution)
+        if after < before:  # (always, in-sample, but for the ridge)
+            _assign(factor, solution)
+        return min(after, before) / energy
 
 
-def _solve_and_assign(factor: nn.Module, gram, cross, energy: float) -> float:
-    """Assign the least-squares solution where it lowers the error; the error left, as a share."""
-    if gram is None or energy == 0.0:
-        return 0.0
-    solution = _solve(gram, cross)
-    before = _residual(gram, cross, energy, _current(factor))
-    after = _residual(gram, cross, energy, solution)
-    if after < before:  # (always, in-sample, but for the ridge)
-        _assign(factor, solution)
-    return min(after, before) / energy
+def _sum(a, b):
+    return b if a is None else a if b is None else a + b
+
+
+def _accumulate(stat: list, factor: nn.Module, z: torch.Tensor, y: torch.Tensor) -> None:
+    a, t = _design(factor, z), _flat_target(factor, y)
+    g, c = a.T @ a, a.T @ t
+    stat[0], stat[1] = (g, c) if stat[0] is None else (stat[0] + g, stat[1] + c)
+    stat[2] += float((t * t).sum())
+    stat[3] += a.shape[0]
 
 
 def _design(factor: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -220,10 +257,11 @@ def _flat_target(factor: nn.Module, y: torch.Tensor) -> torch.Tensor:
     return y.movedim(1, -1).reshape(-1, y.shape[1])
 
 
-def _solve(gram: torch.Tensor, cross: torch.Tensor) -> torch.Tensor:
+def _solve(gram: torch.Tensor, cross: torch.Tensor, toward: torch.Tensor) -> torch.Tensor:
+    """argmin ||A w - T||^2 + ridge ||w - toward||^2 from A^T A and A^T T."""
     ridge = RIDGE * float(gram.diagonal().mean()) + 1e-12
     eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    return torch.linalg.solve(gram + ridge * eye, cross)
+    return torch.linalg.solve(gram + ridge * eye, cross + ridge * toward)
 
 
 def _current(factor: nn.Module) -> torch.Tensor:

@@ -16,6 +16,7 @@ class Provider:
     options: Callable[..., dict]  # (table, problem, measured, batches, select_batches, loss, progress) -> solver options;
     # ``progress``: a label to print progress under, or None
     order: int = 0  # sweeps start runs of lower order first: the long ones, so no worker is left with a straggler
+    measures: Callable[[Any], bool] = lambda problem: True  # whether ``measure`` runs for this problem (else None is measured)
 
 
 _PROVIDERS: dict[Need, Provider] = {}

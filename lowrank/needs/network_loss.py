@@ -138,6 +138,7 @@ def top1_misses(out: torch.Tensor, y) -> int | None:
 # quarters of each layer's rank and on its first two calibration samples (a language model's
 # 210 layers at ten ranks each would be 2,100 passes).
 COARSE_FROM = 64
+SENSITIVITY_START_UP_TO = 64  # groups; larger problems start COBLA from the data-free methods only
 COARSE_FRACTIONS = (0, 1 / 4, 1 / 2, 3 / 4, 1)
 
 
@@ -178,17 +179,25 @@ def measure_sensitivity(table, problem, batches, loss, progress):
 
 
 def _options(table, problem, measured, batches, select_batches, loss, progress):
-    """COBLA's objective and selection scorer; the sensitivity method's allocation (from the
-    measured table) joins its starts, so COBLA cannot lose to it either."""
-    sensitivity = solvers.solve(problem, method="sensitivity", objective=from_samples(problem, measured, "measured loss"))
+    """COBLA's objective and selection scorer; where it was measured (see
+    :func:`starts_from_sensitivity`), the sensitivity method's allocation joins its starts, so
+    COBLA cannot lose to it either."""
     options = {
         "objective": NetworkLoss(table.model, table.bases, problem, batches, loss, table.graph).differentiable(),
         "select": Scorer(NetworkLoss(table.model, table.bases, problem, select_batches, loss, table.graph).score_allocations),
-        "starts": {"sensitivity": sensitivity},
     }
+    if measured is not None:
+        options["starts"] = {"sensitivity": solvers.solve(problem, method="sensitivity", objective=from_samples(problem, measured, "measured loss"))}
     if progress:
         options["progress"] = show_iteration(progress)
     return options
 
 
-register(Provider(Need.NETWORK_LOSS, "sensitivity", measure_sensitivity, _options, order=0))
+def starts_from_sensitivity(problem) -> bool:
+    """Whether COBLA's sensitivity start is measured: for problems of at most
+    :data:`SENSITIVITY_START_UP_TO` groups. On SmolLM2's 210 it took half of a 20-minute run;
+    larger problems start from the data-free methods only."""
+    return len(problem.groups) <= SENSITIVITY_START_UP_TO
+
+
+register(Provider(Need.NETWORK_LOSS, "sensitivity", measure_sensitivity, _options, order=0, measures=starts_from_sensitivity))
