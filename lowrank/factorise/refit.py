@@ -207,16 +207,17 @@ class _Folds:
         if gram is None or energy == 0.0:
             return 0.0
         current = _current(factor)
+        before = _residual(gram, cross, energy, current)  # also the current weights' error on both halves together
         ridge = RIDGE
         if self.sequences and ga is not None and gb is not None and na + nb < PLENTY * gram.shape[0]:
             def held_out(r):
                 return _residual(gb, cb, eb, _solve(ga, ca, current, r)) + _residual(ga, ca, ea, _solve(gb, cb, current, r))
             scores = {r: held_out(r) for r in RIDGES}
             ridge = min(scores, key=scores.get)
-            if scores[ridge] >= _residual(ga, ca, ea, current) + _residual(gb, cb, eb, current):
-                return _residual(gram, cross, energy, current) / energy
+            if scores[ridge] >= before:
+                return before / energy
         solution = _solve(gram, cross, current, ridge)
-        before, after = _residual(gram, cross, energy, current), _residual(gram, cross, energy, solution)
+        after = _residual(gram, cross, energy, solution)
         if after < before:
             _assign(factor, solution)
         return min(after, before) / energy
