@@ -113,7 +113,7 @@ def test_the_smollm2_entry_loads_splits_by_play_and_scores_its_perplexity():
     splits = entry.splits
     plays = splits.indices
     assert not (set(plays["test"]) & set(plays["calib"])) and not (set(plays["test"]) & set(plays["select"]))
-    assert splits.sizes() == {"train": 256, "calib": 32, "select": 32, "test": 48}
+    assert splits.sizes() == {"train": 1024, "calib": 32, "select": 32, "test": 48}
     model = entry.load()
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
     table = lowrank.LayerTable(model, entry.example_input(), include=entry.include)
@@ -121,3 +121,44 @@ def test_the_smollm2_entry_loads_splits_by_play_and_scores_its_perplexity():
     ppl = entry.evaluate(model, limit=8)
     assert 5 < ppl < 200  # archaic verse for an instruct model; far below the constant prediction
     assert ppl < 0.5 * entry.chance(limit=8)  # the constant prediction: the test windows' own unigram distribution
+
+
+def test_healing_trains_only_the_factors_and_lowers_the_loss_it_trains_on():
+    """`finetune(train='factors')` updates the factorised layers' factors and nothing else (the
+    tied embedding, the norms and the layers kept dense stay bit for bit)."""
+    from types import SimpleNamespace
+
+    from lowrank.zoo.smollm import perplexity
+
+    model = tiny_llama()
+    x, y = windows(16)
+    result = lowrank.compress(model, (x, y), Budget(params=0.7), method="uniform", include=["model.layers."], refit=False)
+    entry = SimpleNamespace(splits=SimpleNamespace(train=(x, y)), evaluate=lambda m, limit=None: perplexity(m, x, y),
+                            finetune_recipe={"lr": 1e-2, "batch_size": 4, "train": "factors", "clip": 1.0, "temperature": 1.0})
+    factor_names = {n for n, m in result.model.named_modules() if isinstance(m, lowrank.FactorizedLinear)}
+    assert factor_names, "the plan factorised nothing: the test would prove nothing"
+    is_factor = lambda name: any(name.startswith(f + ".") for f in factor_names)
+    before = {n: p.detach().clone() for n, p in result.model.named_parameters()}
+    ppl_before = perplexity(result.model, x, y)
+    history = lowrank.finetune(result, entry, epochs=3, teacher=model, kd=0.5, progress=False)
+    after = dict(result.model.named_parameters())
+    assert all(torch.equal(after[n], before[n]) for n in before if not is_factor(n))
+    assert any(not torch.equal(after[n], before[n]) for n in before if is_factor(n))
+    assert history[-1] < ppl_before
+    healed_model = result.model
+    lowrank.finetune(healed_model, entry, epochs=1, progress=False)  # a Hugging Face model itself, not its .model trunk
+    with pytest.raises(ValueError, match="no factorised layer"):
+        lowrank.finetune(tiny_llama(), entry, progress=False)
+
+
+def test_distillation_scores_a_language_model_per_position():
+    """The soft term of a sequence model is the mean KL over every position, as the task loss
+    is the mean cross-entropy over every position (not summed over a window's positions)."""
+    from lowrank.finetuning import distillation_loss
+
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 5, 7, generator=g), torch.randn(2, 5, 7, generator=g)
+    targets = torch.randint(0, 7, (2, 5), generator=g)
+    per_position = torch.nn.functional.kl_div(student.log_softmax(-1), teacher.log_softmax(-1), reduction="none",
+                                              log_target=True).sum(-1).mean()
+    assert float(distillation_loss(student, teacher, targets, kd=1.0, temperature=1.0)) == pytest.approx(float(per_position))

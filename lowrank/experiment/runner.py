@@ -280,8 +280,11 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
         history = finetune(result, entry, teacher=model if run.kd > 0 else None, **recipe)
         out["finetune_history"] = [float(a) for a in history]
         out["metric_after"] = float(history[-1])
+        key = {"weights": loaded.fingerprint, "dataset": entry.dataset, **recipe}
+        if entry.finetune_recipe:  # (absent for the entries whose controls were stored before recipes)
+            key["recipe"] = entry.finetune_recipe
         out["metric_original_finetuned"] = cache.get(
-            "finetuned_original", {"weights": loaded.fingerprint, "dataset": entry.dataset, **recipe},
+            "finetuned_original", key,
             lambda: _finetuned_original(model, entry, recipe),
         )
     return out
@@ -310,10 +313,11 @@ def plan_facts(info: dict) -> dict:
 def _finetuned_original(model, entry, recipe: dict) -> float:
     """The control for fine-tuned numbers: the uncompressed original trained by the same recipe
     (same data, epochs, seed and distillation weight, with itself as the teacher), so a reader
-    can tell compression loss from the gain of extra training."""
+    can tell compression loss from the gain of extra training. It trains all its weights: it has
+    no factors (where the compressed models train theirs alone, the control may gain more)."""
     from copy import deepcopy
 
-    history = finetune(deepcopy(model), entry, teacher=model if recipe["kd"] > 0 else None, **recipe)
+    history = finetune(deepcopy(model), entry, teacher=model if recipe["kd"] > 0 else None, train="all", **recipe)
     return float(history[-1])
 
 

@@ -36,6 +36,7 @@ class ZooEntry:
     sampler: Callable[[nn.Module], str] | None = None  # model -> what it writes (a language model), shown in reports
     calib_samples: int | None = 128  # what a sweep draws for calibration by default (None: the whole part)
     select_samples: int | None = None  # ... and for choosing COBLA's candidate
+    finetune_recipe: dict | None = None  # what finetune() uses where its caller sets nothing (lr, batch_size, train, clip, temperature)
 
     @property
     def weights_path(self) -> Path:

