@@ -57,7 +57,8 @@ def tokens_per_second(original, compressed, tokens: int, rounds: int) -> tuple[f
 
 
 def one_line(text: str) -> str:
-    return " ".join(text.split()).replace("|", "/")
+    """Generated text as one Markdown table cell (stage directions' brackets escaped, not links)."""
+    return " ".join(text.split()).replace("|", "/").replace("[", "\\[").replace("]", "\\]")
 
 
 def main() -> None:
