@@ -56,6 +56,26 @@ def trainable(model: nn.Module, train: str) -> list[nn.Parameter]:
     return params
 
 
+def recipe_for(entry, **given) -> dict:
+    """The fine-tuning settings, in :data:`RECIPE`'s order: each given one (not None), else the
+    entry's ``finetune_recipe``, else :data:`RECIPE`."""
+    recipe = {**RECIPE, **(getattr(entry, "finetune_recipe", None) or {})}
+    return {k: recipe[k] if given.get(k) is None else given[k] for k in RECIPE}
+
+
+def _checked_kd(kd: float | None, teacher, epochs: int) -> float:
+    """The distillation weight (default 0.5 with a teacher, else 0), refused where it cannot work."""
+    if kd is None:
+        kd = 0.5 if teacher is not None else 0.0
+    if not 0.0 <= kd <= 1.0:
+        raise ValueError(f"kd must be a weight in [0, 1], got {kd}")
+    if kd > 0 and teacher is None:
+        raise ValueError("kd > 0 needs a teacher model (e.g. the uncompressed original)")
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    return kd
+
+
 def finetune(
     result, entry, epochs: int = 1, teacher: nn.Module | None = None, kd: float | None = None,
     temperature: float | None = None, lr: float | None = None, batch_size: int | None = None,
@@ -72,20 +92,9 @@ def finetune(
     :data:`RECIPE`.
     """
     model = result if isinstance(result, nn.Module) else result.model  # (a Hugging Face model has a .model too: its trunk)
-    recipe = {**RECIPE, **(getattr(entry, "finetune_recipe", None) or {})}
-    lr = recipe["lr"] if lr is None else lr
-    batch_size = recipe["batch_size"] if batch_size is None else batch_size
-    temperature = recipe["temperature"] if temperature is None else temperature
-    train = recipe["train"] if train is None else train
-    clip = recipe["clip"] if clip is None else clip
-    if kd is None:
-        kd = 0.5 if teacher is not None else 0.0
-    if not 0.0 <= kd <= 1.0:
-        raise ValueError(f"kd must be a weight in [0, 1], got {kd}")
-    if kd > 0 and teacher is None:
-        raise ValueError("kd > 0 needs a teacher model (e.g. the uncompressed original)")
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    lr, batch_size, temperature, train, clip = recipe_for(entry, lr=lr, batch_size=batch_size, temperature=temperature,
+                                                          train=train, clip=clip).values()
+    kd = _checked_kd(kd, teacher, epochs)
     params = trainable(model, train)
     teacher = copy.deepcopy(teacher).eval() if teacher is not None else None
     x, y = entry.splits.train

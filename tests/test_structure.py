@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = [
     ["solvers", "lowrank.solvers_by_location"],
     ["lowrank.util", "lowrank.version"],
-    ["lowrank.kinds", "lowrank.timing", "lowrank.data", "lowrank.export", "lowrank.finetuning", "lowrank.recalibrate"],
-    ["lowrank.layers", "lowrank.zoo"],
+    ["lowrank.kinds", "lowrank.timing", "lowrank.data", "lowrank.export", "lowrank.recalibrate"],
+    ["lowrank.layers", "lowrank.zoo", "lowrank.finetuning"],
     ["lowrank.resources"],
     ["lowrank.budget", "lowrank.factorise", "lowrank.saved"],
     ["lowrank.planning"],

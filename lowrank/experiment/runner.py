@@ -275,19 +275,21 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
         out["sample_text"] = entry.sampler(result.model)
         out["original_sample_text"] = cache.get("sample_text", {"weights": loaded.fingerprint}, lambda: entry.sampler(model))
     if run.finetune_epochs > 0:
-        recipe = dict(epochs=run.finetune_epochs, kd=run.kd, samples_per_epoch=run.finetune_samples, seed=run.seed,
-                      progress=False, eval_limit=run.eval_samples)
-        history = finetune(result, entry, teacher=model if run.kd > 0 else None, **recipe)
-        out["finetune_history"] = [float(a) for a in history]
-        out["metric_after"] = float(history[-1])
-        key = {"weights": loaded.fingerprint, "dataset": entry.dataset, **recipe}
-        if entry.finetune_recipe:  # (absent for the entries whose controls were stored before recipes)
-            key["recipe"] = entry.finetune_recipe
-        out["metric_original_finetuned"] = cache.get(
-            "finetuned_original", key,
-            lambda: _finetuned_original(model, entry, recipe),
-        )
+        out.update(_finetuned(run, result, model, loaded, cache))
     return out
+
+
+def _finetuned(run: RunSpec, result, model, loaded, cache: DiskCache) -> dict:
+    """The fine-tuned model's metric after each epoch, and its control's (cached per recipe)."""
+    entry = loaded.entry
+    recipe = dict(epochs=run.finetune_epochs, kd=run.kd, samples_per_epoch=run.finetune_samples, seed=run.seed,
+                  progress=False, eval_limit=run.eval_samples)
+    history = finetune(result, entry, teacher=model if run.kd > 0 else None, **recipe)
+    key = {"weights": loaded.fingerprint, "dataset": entry.dataset, **recipe}
+    if entry.finetune_recipe:  # (absent for the entries whose controls were stored before recipes)
+        key["recipe"] = entry.finetune_recipe
+    return {"finetune_history": [float(a) for a in history], "metric_after": float(history[-1]),
+            "metric_original_finetuned": cache.get("finetuned_original", key, lambda: _finetuned_original(model, entry, recipe))}
 
 
 PLAN_FACTS = ("attempts", "min_rank", "plan_fractions", "severed_by")
