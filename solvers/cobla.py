@@ -313,7 +313,8 @@ def _sqp_from(problem: Problem, objective, start: Allocation, max_iter, step_tol
         "iterations": iterations, "relaxed_objective": fx, "trace": trace,
         "relaxed_masks": {g.name: m for g, m in zip(relaxed.sub.groups, relaxed.budgets.split(x))},
         "sqp_solver_seconds": solver_time, "seconds_per_iteration_solver": solver_time / max(iterations, 1),
-        "objective_seconds": relaxed.objective_seconds,
+        "objective_seconds": relaxed.objective_seconds, "objective_passes": relaxed.passes,
+        "objective_gradients": relaxed.gradients,
     }
 
 
@@ -327,7 +328,7 @@ def _scorer(problem: Problem, objective, select):
     def by_objective(allocs):
         out = []
         for ranks, active in allocs:
-            out.append(Score(float(objective(problem.prefix_masks(ranks, active))[0])))
+            out.append(Score(objective.trial(problem.prefix_masks(ranks, active))[0]))  # (no gradient wanted)
         return out
 
     return by_objective
@@ -350,17 +351,32 @@ class _RelaxedNetwork:
         self.dense_masks = {problem.groups[i].name: np.ones(problem.groups[i].full_rank) for i in np.flatnonzero(frozen)}
         self.free_names = [g.name for g in self.sub.groups]
         self.objective_seconds = 0.0
+        self.passes, self.gradients = 0, 0  # losses computed, and gradients among them
 
     def masks_of(self, parts) -> dict:
         return {**self.dense_masks, **dict(zip(self.free_names, parts))}
 
     def __call__(self, x):
         """(loss, flat gradient) at the flat relaxed masks ``x``."""
+        value, gradient = self.trial(x)
+        return value, gradient()
+
+    def trial(self, x):
+        """(loss, a function giving the flat gradient) at ``x``: a rejected step's gradient is
+        never computed (see :class:`Differentiable`)."""
         t = time.perf_counter()
-        value, grads = self.objective(self.masks_of(self.budgets.split(x)))
-        out = value, np.concatenate([grads[n] for n in self.free_names])
+        value, gradient = self.objective.trial(self.masks_of(self.budgets.split(x)))
         self.objective_seconds += time.perf_counter() - t
-        return out
+        self.passes += 1
+
+        def flat():
+            t = time.perf_counter()
+            grads = gradient()
+            self.objective_seconds += time.perf_counter() - t
+            self.gradients += 1
+            return np.concatenate([grads[n] for n in self.free_names])
+
+        return value, flat
 
 
 def _sqp(f: _RelaxedNetwork, max_iter, step_tol, h0, progress):
@@ -380,13 +396,15 @@ def _sqp(f: _RelaxedNetwork, max_iter, step_tol, h0, progress):
         slope = gx @ d
         step = 1.0
         while True:
-            fn, gn = f(x + step * d)
+            gradient = None  # (a rejected step's graph is freed before the next pass)
+            fn, gradient = f.trial(x + step * d)
             if fn <= fx + 1e-4 * step * slope or step < 1e-3:
                 break
             step *= 0.3
         if fn > fx:  # no decrease along this direction: stiffen the model and try again
             h = np.clip(h * 4, 1e-6, 1e6)
             continue
+        gn = gradient()
         s, y_ = step * d, gn - gx
         x, fx, gx = x + s, fn, gn
         h = damped_diagonal_update(h, s, y_)

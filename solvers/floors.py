@@ -12,7 +12,7 @@ stays dense outside the problem, at its dense cost.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -117,7 +117,7 @@ class Floors:
                 curves[name] = np.asarray(objective.curves[name])[self.floors[name]:]
             return Separable(curves, objective.name)
         if isinstance(objective, Differentiable):
-            return Differentiable(self._restated_fn(objective), objective.name)
+            return self._restated_objective(objective)
         raise ValueError(f"cannot restate a {type(objective).__name__} objective over minimum ranks")
 
     def options(self, options: dict) -> dict:
@@ -137,16 +137,13 @@ class Floors:
             return {name: self._restated(a) for name, a in value.items()}
         return value
 
-    def _restated_fn(self, objective: Differentiable) -> Callable:
+    def _restated_objective(self, objective: Differentiable) -> Differentiable:
         floors = self.floors
         dense = {g.name: np.ones(g.full_rank) for g, f in zip(self.original.groups, self.frozen) if f}
-
-        def fn(masks):
-            full = {name: np.concatenate([np.ones(floors[name]), np.asarray(m, dtype=np.float64)]) for name, m in masks.items()}
-            value, grads = objective({**full, **dense})
-            return value, {name: np.asarray(grads[name])[floors[name]:] for name in masks}
-
-        return fn
+        return objective.restated(
+            lambda masks: {**{name: np.concatenate([np.ones(floors[name]), np.asarray(m, dtype=np.float64)])
+                              for name, m in masks.items()}, **dense},
+            lambda masks, grads: {name: np.asarray(grads[name])[floors[name]:] for name in masks})
 
 
 def _floor_of(floors, g: Group) -> int:

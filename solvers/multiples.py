@@ -14,8 +14,6 @@ min(u k, full) was measured at.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 from .objectives import Differentiable, Separable
@@ -66,7 +64,7 @@ class Multiples:
                       for name, c in objective.curves.items()}
             return Separable(curves, objective.name)
         if isinstance(objective, Differentiable):
-            return Differentiable(self._blocked_fn(objective), objective.name)
+            return self._blocked(objective)
         raise ValueError(f"cannot restate a {type(objective).__name__} objective over rank multiples")
 
     def options(self, options: dict) -> dict:
@@ -86,16 +84,12 @@ class Multiples:
             return {name: self._restated(a) for name, a in value.items()}
         return value
 
-    def _blocked_fn(self, objective: Differentiable) -> Callable:
+    def _blocked(self, objective: Differentiable) -> Differentiable:
         sizes = {g.name: g.full_rank for g in self.original.groups}
         k = self.k
-
-        def fn(masks):
-            full = {name: np.repeat(np.asarray(m, dtype=np.float64), k)[: sizes[name]] for name, m in masks.items()}
-            value, grads = objective(full)
-            return value, {name: np.add.reduceat(grads[name], np.arange(0, sizes[name], k)) for name in masks}
-
-        return fn
+        return objective.restated(
+            lambda masks: {name: np.repeat(np.asarray(m, dtype=np.float64), k)[: sizes[name]] for name, m in masks.items()},
+            lambda masks, grads: {name: np.add.reduceat(grads[name], np.arange(0, sizes[name], k)) for name in masks})
 
 
 def _block_table(g: Group, k: int) -> np.ndarray | None:

@@ -129,3 +129,42 @@ def test_cobla_errors_are_clear():
 
     with pytest.raises(ValueError, match="shape"):
         solve(p, "cobla", objective=Differentiable(wrong_shape))
+
+
+def test_a_trial_gives_the_same_loss_and_gradient_as_a_full_evaluation(trained_lenet):
+    """NetworkLoss.trial defers the backward pass; what it returns, once asked, is evaluate's."""
+    model, calib, _ = trained_lenet
+    table = LayerTable(model, calib[0][0][:1])
+    problem = table.problem(Budget(macs=0.5))
+    net = NetworkLoss(table.model, table.bases, problem, calib[:1])
+    masks = {g.name: np.linspace(1.0, 0.2, g.full_rank) for g in problem.groups}
+    value, grads = net.evaluate(masks)
+    lazy_value, gradient = net.trial(masks)
+    assert lazy_value == value
+    lazy = gradient()
+    assert all(np.array_equal(lazy[n], grads[n]) for n in grads)
+
+
+def test_cobla_takes_gradients_only_at_the_steps_it_accepts():
+    """Rejected line-search steps cost a loss, never a gradient; the plan is the one an
+    objective computing every gradient at once gives."""
+    p = from_shapes([(20, 30, 4, 0), (16, 40, 9, 0), (25, 25, 1, 0), (12, 18, 1, 0)], macs=0.3, params=0.35, seed=1)
+    rng = np.random.default_rng(0)
+    targets = {g.name: rng.uniform(0, 1, g.full_rank) for g in p.groups}
+    asked = []
+
+    def loss(masks):  # strongly coupled: a diagonal model of its curvature overshoots, and full steps get rejected
+        total = sum(float(np.sum(m)) for m in masks.values())
+        value = sum(float(np.sum((m - targets[n]) ** 2)) for n, m in masks.items()) + 5 * (total - 10) ** 2
+        return value, {n: 2 * (m - targets[n]) + 10 * (total - 10) for n, m in masks.items()}
+
+    def trial(masks):
+        value, grads = loss(masks)
+        return value, lambda: asked.append(1) or grads
+
+    eager = solve(p, "cobla", objective=Differentiable(loss), max_iter=15)
+    lazy = solve(p, "cobla", objective=Differentiable(loss, trial_fn=trial), max_iter=15)
+    assert np.array_equal(eager.ranks, lazy.ranks) and eager.info["trace"] == lazy.info["trace"]
+    info = lazy.info
+    assert len(asked) == info["objective_gradients"] == len(info["trace"])  # the start and each accepted step
+    assert info["objective_passes"] > info["objective_gradients"], "no step was rejected: the test would prove nothing"
