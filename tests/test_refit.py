@@ -152,14 +152,44 @@ def test_layers_that_read_one_input_are_refit_from_one_pass_with_the_result_of_o
     table = LayerTable(model, x)
     ranks = {layer.name: 4 for layer in table.compressible}
     grouped = lowrank.rebuild(model, ranks, table=table, refit_on=[(x, y)])
-    groups = refit_module._groups(grouped, list(ranks), [(x, y)])
+    groups, sizes = refit_module._groups(grouped, list(ranks), [(x, y)])
     assert [m.name.rsplit(".", 1)[-1] for m in groups[0]] == ["q_proj", "k_proj", "v_proj"]
     assert [len(g) for g in groups[:4]] == [3, 1, 2, 1]  # q k v | o | gate up | down
+    assert sizes[groups[0][0].name] == y.numel() * 32 * 4  # q's output over every window: tokens x width x 4 bytes
     one_group = refit_module._groups
-    monkeypatch.setattr(refit_module, "_groups", lambda *a: [[m] for g in one_group(*a) for m in g])
+
+    def one_a_group(*a):
+        groups, sizes = one_group(*a)
+        return [[m] for g in groups for m in g], sizes
+
+    monkeypatch.setattr(refit_module, "_groups", one_a_group)
     alone = lowrank.rebuild(model, ranks, table=table, refit_on=[(x, y)])
     for (name, a), (_, b) in zip(grouped.named_parameters(), alone.named_parameters()):
         assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_one_pass_of_the_original_serves_every_layer_whose_outputs_fit_in_memory(monkeypatch):
+    """The original's outputs for the layers refit next are kept (up to KEPT_BYTES) so that one
+    pass of it serves them all; with room for one group at a time the weights are the same."""
+    pytest.importorskip("transformers")
+    from lowrank.factorise import refit as refit_module
+    from test_llm import tiny_llama, windows
+
+    model = tiny_llama()
+    x, y = windows()
+    table = LayerTable(model, x)
+    ranks = {layer.name: 4 for layer in table.compressible}
+    passes = []
+    original_outputs = refit_module._original_outputs
+    monkeypatch.setattr(refit_module, "_original_outputs", lambda *a: passes.append(1) or original_outputs(*a))
+    together = lowrank.rebuild(model, ranks, table=table, refit_on=[(x, y)])
+    assert len(passes) == 1
+    monkeypatch.setattr(refit_module, "KEPT_BYTES", 1)
+    apart = lowrank.rebuild(model, ranks, table=table, refit_on=[(x, y)])
+    groups, _ = refit_module._groups(apart, list(ranks), [(x, y)])
+    assert len(passes) == 1 + len(groups) > 2
+    for (name, a), (_, b) in zip(together.named_parameters(), apart.named_parameters()):
+        assert torch.equal(a, b), name
 
 
 def test_a_refit_on_too_few_tokens_that_would_fit_noise_is_declined_by_its_held_out_check():
