@@ -68,12 +68,8 @@ class NetworkLoss:
         """(loss, gradients by group name) at ``masks``; with ``errors``, also the top-1 error
         on the batches' class labels (None when they have none)."""
         masked = self._masked(list(masks))
-        by_layer = {}
-        tensors = {}
-        for name, m in masks.items():
-            t = torch.as_tensor(np.asarray(m), dtype=torch.float64, device=self.device).requires_grad_(grad)
-            tensors[name] = t
-            by_layer[self.groups[name].layer] = t
+        tensors = self._mask_tensors(masks, grad)
+        by_layer = {self.groups[n].layer: t for n, t in tensors.items()}
         total_n = sum(size(x) for x, _ in self.batches)
         value = 0.0
         wrong = 0 if errors else None
@@ -89,14 +85,41 @@ class NetworkLoss:
                     miss = top1_misses(main_output(out), y)
                     wrong = None if miss is None else wrong + miss
         error = None if wrong is None else wrong / total_n
-        grads = None if not grad else {n: (t.grad.cpu().numpy().copy() if t.grad is not None else np.zeros(t.shape)) for n, t in tensors.items()}
+        grads = self._grads(tensors) if grad else None
         return (value, grads, error) if errors else (value, grads)
+
+    def _mask_tensors(self, masks: dict[str, np.ndarray], grad: bool) -> dict[str, torch.Tensor]:
+        return {name: torch.as_tensor(np.asarray(m), dtype=torch.float64, device=self.device).requires_grad_(grad)
+                for name, m in masks.items()}
+
+    @staticmethod
+    def _grads(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return {n: (t.grad.cpu().numpy().copy() if t.grad is not None else np.zeros(t.shape)) for n, t in tensors.items()}
 
     def __call__(self, masks):
         return self.evaluate(masks, grad=True)
 
+    def trial(self, masks: dict[str, np.ndarray]):
+        """(loss, a function giving its gradients by group name): on batches that run as one
+        pass the backward pass waits until the gradient is asked for (a line search's rejected
+        step never needs it); over several, each pass goes back at once (holding every pass's
+        graph would multiply the memory)."""
+        if len(self.batches) != 1:
+            value, grads = self.evaluate(masks, grad=True)
+            return value, lambda: grads
+        (x, y), ref = self.batches[0], self.references[0]
+        tensors = self._mask_tensors(masks, grad=True)
+        with torch.enable_grad(), naming_input(x):
+            loss = self._loss(self._masked(list(masks))(x, {self.groups[n].layer: t for n, t in tensors.items()}), y, ref)
+
+        def gradient():
+            loss.backward()
+            return self._grads(tensors)
+
+        return float(loss.detach()), gradient
+
     def differentiable(self) -> Differentiable:
-        return Differentiable(self, "network loss")
+        return Differentiable(self, "network loss", self.trial)
 
     def score_allocations(self, allocations: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Score]:
         """Loss of each (ranks, active) allocation with prefix masks, and its top-1 error when
