@@ -12,21 +12,16 @@ Writes reports/llm/heal.md and .csv.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lowrank  # noqa: E402
-from lowrank import Budget  # noqa: E402
 from lowrank.finetuning import RECIPE  # noqa: E402
-from lowrank.zoo import get  # noqa: E402
-from llm_use import PROMPTS, greedy, one_line  # noqa: E402
+from llm_use import PROMPTS, greedy, llm_arguments, one_line, original_model, plans  # noqa: E402
 from tables import command, write_report  # noqa: E402
 
 
@@ -39,18 +34,11 @@ def heal(model, entry, args, teacher=None, train=None) -> tuple[float, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", type=float, nargs="+", default=[0.8, 0.6], help="share of the whole model's parameters kept")
-    ap.add_argument("--methods", nargs="+", default=["uniform", "cobla"])
+    ap = llm_arguments(__doc__, threads=2)
     ap.add_argument("--windows", type=int, default=512, help="training windows of 128 tokens (one pass)")
     ap.add_argument("--kd", type=float, default=0.0, help="distillation weight from the original while healing")
-    ap.add_argument("--text-tokens", type=int, default=30)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    entry = get("smollm2-shakespeare")
-    original = entry.load()
-    base_ppl = lowrank.evaluate(original, entry)
+    entry, original, base_ppl = original_model(args)
     control = entry.load()
     control_ppl, control_seconds = heal(control, entry, args, teacher=original if args.kd else None, train="all")
     texts = {"original": [greedy(original, p, args.text_tokens)[0] for p in PROMPTS],
@@ -58,25 +46,20 @@ def main() -> None:
     del control
     print(f"original {base_ppl:.2f}; fine-tuned alike {control_ppl:.2f} in {control_seconds:.0f} s", flush=True)
     rows = []
-    for params in args.params:
-        for method in args.methods:
-            torch.manual_seed(0)
-            start = time.perf_counter()
-            result = lowrank.compress(original, entry, Budget(params=params), method=method)
-            compress_seconds = time.perf_counter() - start
-            before = lowrank.evaluate(result.model, entry)
-            after, seconds = heal(result, entry, args, teacher=original if args.kd else None)
-            texts[f"{method}, {result.plan.fraction('params'):.1%} kept, healed"] = [
-                greedy(result.model, p, args.text_tokens)[0] for p in PROMPTS]
-            rows.append({"params_budget": params, "method": method,
-                         "params_kept": round(result.plan.fraction("params"), 4),
-                         "params_kept_of_linears": round(result.plan.layers_fraction("params"), 4),
-                         "compress_seconds": round(compress_seconds, 1), "perplexity_before": round(before, 2),
-                         "perplexity_healed": round(after, 2), "heal_seconds": round(seconds, 1),
-                         "ratio_before": round(before / base_ppl, 3), "ratio_healed": round(after / base_ppl, 3),
-                         "ratio_healed_to_control": round(after / control_ppl, 3),
-                         "original": round(base_ppl, 2), "original_fine_tuned_alike": round(control_ppl, 2)})
-            print(rows[-1], flush=True)
+    for params, method, result, compress_seconds in plans(args, entry, original):
+        before = lowrank.evaluate(result.model, entry)
+        after, seconds = heal(result, entry, args, teacher=original if args.kd else None)
+        texts[f"{method}, {result.plan.fraction('params'):.1%} kept, healed"] = [
+            greedy(result.model, p, args.text_tokens)[0] for p in PROMPTS]
+        rows.append({"params_budget": params, "method": method,
+                     "params_kept": round(result.plan.fraction("params"), 4),
+                     "params_kept_of_linears": round(result.plan.layers_fraction("params"), 4),
+                     "compress_seconds": round(compress_seconds, 1), "perplexity_before": round(before, 2),
+                     "perplexity_healed": round(after, 2), "heal_seconds": round(seconds, 1),
+                     "ratio_before": round(before / base_ppl, 3), "ratio_healed": round(after / base_ppl, 3),
+                     "ratio_healed_to_control": round(after / control_ppl, 3),
+                     "original": round(base_ppl, 2), "original_fine_tuned_alike": round(control_ppl, 2)})
+        print(rows[-1], flush=True)
     recipe = {**RECIPE, **(entry.finetune_recipe or {})}
     lines = ["# Healing a compressed SmolLM2-135M: fine-tuning its factors on the training plays", "",
              f"Made by `{command(__file__)}` ({args.threads} thread(s), CPU, float32). Each plan is "

@@ -61,40 +61,57 @@ def one_line(text: str) -> str:
     return " ".join(text.split()).replace("|", "/").replace("[", "\\[").replace("]", "\\]")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def llm_arguments(doc: str, threads: int) -> argparse.ArgumentParser:
+    """The options the SmolLM2 benches share: budgets, methods, text shown, threads."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--params", type=float, nargs="+", default=[0.8, 0.6], help="share of the whole model's parameters kept")
     ap.add_argument("--methods", nargs="+", default=["uniform", "cobla"])
-    ap.add_argument("--tokens", type=int, default=64, help="new tokens per timed generation")
     ap.add_argument("--text-tokens", type=int, default=30, help="new tokens of greedy text shown per prompt")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    ap.add_argument("--threads", type=int, default=threads)
+    return ap
+
+
+def original_model(args) -> tuple:
+    """(the entry, its original model, the original's test perplexity), at ``args.threads``."""
     torch.set_num_threads(args.threads)
     entry = get("smollm2-shakespeare")
     original = entry.load()
-    base_ppl = lowrank.evaluate(original, entry)
-    base_text = [greedy(original, p, args.text_tokens)[0] for p in PROMPTS]
-    rows = []
+    return entry, original, lowrank.evaluate(original, entry)
+
+
+def plans(args, entry, original):
+    """(params, method, result, seconds) for each budget and method of ``args``: one
+    ``lowrank.compress`` call with its defaults each, timed."""
     for params in args.params:
         for method in args.methods:
             torch.manual_seed(0)
             start = time.perf_counter()
             result = lowrank.compress(original, entry, Budget(params=params), method=method)
-            seconds = time.perf_counter() - start
-            model = result.model
-            ppl = lowrank.evaluate(model, entry)
-            texts = [greedy(model, p, args.text_tokens)[0] for p in PROMPTS]
-            tps_original, tps = tokens_per_second(original, model, args.tokens, args.rounds)
-            rows.append({"params_budget": params, "method": method,
-                         "params_kept": round(result.plan.fraction("params"), 4),
-                         "params_kept_of_linears": round(result.plan.layers_fraction("params"), 4),
-                         "compress_seconds": round(seconds, 1), "perplexity": round(ppl, 2),
-                         "perplexity_ratio": round(ppl / base_ppl, 3),
-                         "tokens_per_s_original": round(tps_original, 1), "tokens_per_s": round(tps, 1),
-                         "speedup": round(tps / tps_original, 3),
-                         **{f"text{i + 1}": one_line(t) for i, t in enumerate(texts)}})
-            print({k: v for k, v in rows[-1].items() if not k.startswith("text")}, flush=True)
+            yield params, method, result, time.perf_counter() - start
+
+
+def main() -> None:
+    ap = llm_arguments(__doc__, threads=1)
+    ap.add_argument("--tokens", type=int, default=64, help="new tokens per timed generation")
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    entry, original, base_ppl = original_model(args)
+    base_text = [greedy(original, p, args.text_tokens)[0] for p in PROMPTS]
+    rows = []
+    for params, method, result, seconds in plans(args, entry, original):
+        model = result.model
+        ppl = lowrank.evaluate(model, entry)
+        texts = [greedy(model, p, args.text_tokens)[0] for p in PROMPTS]
+        tps_original, tps = tokens_per_second(original, model, args.tokens, args.rounds)
+        rows.append({"params_budget": params, "method": method,
+                     "params_kept": round(result.plan.fraction("params"), 4),
+                     "params_kept_of_linears": round(result.plan.layers_fraction("params"), 4),
+                     "compress_seconds": round(seconds, 1), "perplexity": round(ppl, 2),
+                     "perplexity_ratio": round(ppl / base_ppl, 3),
+                     "tokens_per_s_original": round(tps_original, 1), "tokens_per_s": round(tps, 1),
+                     "speedup": round(tps / tps_original, 3),
+                     **{f"text{i + 1}": one_line(t) for i, t in enumerate(texts)}})
+        print({k: v for k, v in rows[-1].items() if not k.startswith("text")}, flush=True)
     lines = ["# What a compressed SmolLM2-135M is like to use", "",
              f"Made by `{command(__file__)}` ({args.threads} thread(s), CPU, float32). Each plan is "
              "`lowrank.compress(model, entry, Budget(params=...), method=...)` with its defaults: the activation "
