@@ -57,8 +57,8 @@ def trainable(model: nn.Module, train: str) -> list[nn.Parameter]:
 
 
 def recipe_for(entry, **given) -> dict:
-    """The fine-tuning settings, in :data:`RECIPE`'s order: each given one (not None), else the
-    entry's ``finetune_recipe``, else :data:`RECIPE`."""
+    """The fine-tuning settings by name: each given one (not None), else the entry's
+    ``finetune_recipe``, else :data:`RECIPE`."""
     recipe = {**RECIPE, **(getattr(entry, "finetune_recipe", None) or {})}
     return {k: recipe[k] if given.get(k) is None else given[k] for k in RECIPE}
 
@@ -92,8 +92,8 @@ def finetune(
     :data:`RECIPE`.
     """
     model = result if isinstance(result, nn.Module) else result.model  # (a Hugging Face model has a .model too: its trunk)
-    lr, batch_size, temperature, train, clip = recipe_for(entry, lr=lr, batch_size=batch_size, temperature=temperature,
-                                                          train=train, clip=clip).values()
+    settings = recipe_for(entry, lr=lr, batch_size=batch_size, temperature=temperature, train=train, clip=clip)
+    lr, batch_size, temperature, train, clip = (settings[k] for k in ("lr", "batch_size", "temperature", "train", "clip"))
     kd = _checked_kd(kd, teacher, epochs)
     params = trainable(model, train)
     teacher = copy.deepcopy(teacher).eval() if teacher is not None else None

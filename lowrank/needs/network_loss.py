@@ -68,8 +68,7 @@ class NetworkLoss:
         """(loss, gradients by group name) at ``masks``; with ``errors``, also the top-1 error
         on the batches' class labels (None when they have none)."""
         masked = self._masked(list(masks))
-        tensors = self._mask_tensors(masks, grad)
-        by_layer = {self.groups[n].layer: t for n, t in tensors.items()}
+        tensors, by_layer = self._mask_tensors(masks, grad)
         total_n = sum(size(x) for x, _ in self.batches)
         value = 0.0
         wrong = 0 if errors else None
@@ -88,9 +87,11 @@ class NetworkLoss:
         grads = self._grads(tensors) if grad else None
         return (value, grads, error) if errors else (value, grads)
 
-    def _mask_tensors(self, masks: dict[str, np.ndarray], grad: bool) -> dict[str, torch.Tensor]:
-        return {name: torch.as_tensor(np.asarray(m), dtype=torch.float64, device=self.device).requires_grad_(grad)
-                for name, m in masks.items()}
+    def _mask_tensors(self, masks: dict[str, np.ndarray], grad: bool) -> tuple[dict, dict]:
+        """The masks as tensors, by group name (for their gradients) and by layer (for the masked model)."""
+        tensors = {name: torch.as_tensor(np.asarray(m), dtype=torch.float64, device=self.device).requires_grad_(grad)
+                   for name, m in masks.items()}
+        return tensors, {self.groups[n].layer: t for n, t in tensors.items()}
 
     @staticmethod
     def _grads(tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -108,9 +109,11 @@ class NetworkLoss:
             value, grads = self.evaluate(masks, grad=True)
             return value, lambda: grads
         (x, y), ref = self.batches[0], self.references[0]
-        tensors = self._mask_tensors(masks, grad=True)
-        with torch.enable_grad(), naming_input(x):
-            loss = self._loss(self._masked(list(masks))(x, {self.groups[n].layer: t for n, t in tensors.items()}), y, ref)
+        tensors, by_layer = self._mask_tensors(masks, grad=True)
+        with torch.enable_grad():
+            with naming_input(x):
+                out = self._masked(list(masks))(x, by_layer)
+            loss = self._loss(out, y, ref)
 
         def gradient():
             loss.backward()
