@@ -208,3 +208,51 @@ def test_a_refit_on_too_few_tokens_that_would_fit_noise_is_declined_by_its_held_
     refit_model = lowrank.rebuild(model, {"0": 6}, table=table, refit_on=calib)
     assert torch.equal(plain[2].weight, refit_model[2].weight)
     assert _output_error(model, refit_model, fresh) <= _output_error(model, plain, fresh) * (1 + 1e-6)
+
+
+class _Parallel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.heads = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+
+    def forward(self, x):
+        return sum(head(x) for head in self.heads)
+
+
+def test_passes_resume_at_the_block_of_the_layers_refit_with_the_weights_of_passes_from_the_input(monkeypatch):
+    """In a chain of blocks (a transformer's decoder layers) the blocks before the layers being
+    refit stand in by their recorded outputs: the first block runs a fixed few times (the
+    passes that find the chain and the groups, the original's, one recording), not once per
+    group after it, and the weights equal those of passes that start from the input. (The copy
+    ``rebuild`` makes carries the counting hook too: both models' runs are counted.)"""
+    pytest.importorskip("transformers")
+    from lowrank.factorise import refit as refit_module
+    from lowrank.factorise.resume import Chain
+    from test_llm import tiny_llama, windows
+
+    model = tiny_llama()
+    model.config.num_hidden_layers = 4
+    model.model.layers.extend(tiny_llama(seed=1).model.layers[:2])
+    for i, layer in enumerate(model.model.layers):
+        layer.self_attn.layer_idx = i
+    x, y = windows()
+    assert Chain.find(model, x).prefix == "model.layers"
+    assert Chain.find(_Parallel(), torch.ones(1, 4)) is None  # heads that each read the input: no chain
+    table = LayerTable(model, x)
+    ranks = {layer.name: 4 for layer in table.compressible}
+    runs = []
+
+    def rebuilt_counting():
+        runs.clear()
+        handle = model.model.layers[0].register_forward_hook(lambda *a: runs.append(1))
+        try:
+            return lowrank.rebuild(model, ranks, table=table, refit_on=[(x, y)]), len(runs)
+        finally:
+            handle.remove()
+
+    resumed, first_block_runs = rebuilt_counting()
+    monkeypatch.setattr(refit_module, "RESUME", False)
+    from_input, first_block_runs_before = rebuilt_counting()
+    assert first_block_runs <= 6 and first_block_runs_before >= 12  # 3 of the 4 blocks' 4 groups each ran it
+    for (name, a), (_, b) in zip(resumed.named_parameters(), from_input.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-5), name

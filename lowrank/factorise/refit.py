@@ -11,7 +11,9 @@ factor really sees, with the original output as the target (SVD-LLM's parameter 
 sequentially). Shapes and so every cost are unchanged; only weights move. Memory is two Gram
 matrices a layer (the factor's fan-in squared), whatever the number of samples, and at most
 :data:`KEPT_BYTES` of the original's outputs (more where one group's alone is larger), kept so
-that one pass of the original serves many layers.
+that one pass of the original serves many layers. In a chain of blocks (a transformer's decoder
+layers) each pass starts at the block being refit, the blocks before it standing in by their
+recorded outputs (:mod:`lowrank.factorise.resume`; one block's output per sample held per model).
 
 Language models refit on few windows fit noise: a Linear reading tokens gets one row per
 token, but the tokens of a window are far from independent, and on SmolLM2 a plain refit on
@@ -39,10 +41,12 @@ from tqdm import tqdm
 from ..kinds.prune import PrunedConv2d
 from ..util.inputs import call_model, size
 from ..util.modes import evaluating
+from .resume import Chain, Resume
 
 RIDGE = 1e-4  # Tikhonov weight, relative to the Gram matrix's mean diagonal: keeps a singular X^T X solvable
 RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # the weights the held-out halves choose among
 KEPT_BYTES = 256 << 20  # the original's outputs kept at once for the layers refitted next (see _spans)
+RESUME = True  # passes start at the block of the layers refit (resume.py); False: every pass from the input
 PLENTY = 32  # rows per unknown from which a layer is fitted with RIDGE, no choice: least squares cannot fit noise there
 
 
@@ -57,15 +61,30 @@ def refit(original: nn.Module, rebuilt: nn.Module, names: Sequence[str], batches
 
 def _refit_all(original, rebuilt, names, batches, progress: bool) -> dict[str, float]:
     groups, sizes = _groups(rebuilt, names, batches)
+    ours, theirs, starts = _resumes(original, rebuilt, groups, batches)
     errors = {}
     bar = tqdm(total=sum(map(len, groups)), desc="refit", unit="layer", disable=not progress, leave=False, file=sys.stderr)
     for span in _spans(groups, sizes):
-        targets = _original_outputs(original, [m for group in span for m in group], batches)
+        members = [m for group in span for m in group]
+        theirs.advance(min(starts[m.name] for m in members), batches)
+        targets = _original_outputs(original, members, batches, theirs)
         for group in span:
-            errors.update(_refit_group(rebuilt, group, batches, targets))
+            ours.advance(min(starts[m.name] for m in group), batches)
+            errors.update(_refit_group(rebuilt, group, batches, targets, ours))
             bar.update(len(group))
     bar.close()
     return errors
+
+
+def _resumes(original, rebuilt, groups, batches) -> tuple[Resume, Resume, dict[str, int]]:
+    """Where each model's passes may start for each layer (:mod:`lowrank.factorise.resume`):
+    the rebuilt model's chain of blocks, the original's at the same place."""
+    chain = Chain.find(rebuilt, batches[0][0]) if RESUME and groups else None
+    same = original.get_submodule(chain.prefix) if chain is not None else None
+    theirs = Chain(same, chain.prefix) if isinstance(same, nn.ModuleList) and len(same) == len(chain.blocks) else None
+    ours = Resume(rebuilt, chain if theirs is not None else None)
+    starts = ours.starts({m.name: rebuilt.get_submodule(m.name) for group in groups for m in group}, batches[0][0])
+    return ours, Resume(original, theirs), starts
 
 
 def _spans(groups: list[list["_Member"]], sizes: dict[str, int]) -> list[list[list["_Member"]]]:
@@ -83,16 +102,17 @@ def _spans(groups: list[list["_Member"]], sizes: dict[str, int]) -> list[list[li
     return spans
 
 
-def _original_outputs(original, members: list["_Member"], batches) -> dict[str, list[list[torch.Tensor]]]:
+def _original_outputs(original, members: list["_Member"], batches, resume: Resume) -> dict[str, list[list[torch.Tensor]]]:
     """What each member layer outputs in the original model, per batch (a list: a layer a pass
-    runs more than once); the pass stops after the last of them."""
+    runs more than once); the pass starts where ``resume`` stands and stops after the last of them."""
     store = _Store({m.name: m.calls for m in members})
     hooks = [original.get_submodule(m.name).register_forward_hook(lambda mod, a, out, n=m.name: store.keep(n, out))
              for m in members]
     out = {m.name: [] for m in members}
     try:
-        with torch.no_grad():
-            for x, _ in batches:
+        with torch.no_grad(), resume.skipping():
+            for i, (x, _) in enumerate(batches):
+                resume.batch = i
                 store.run(original, x)
                 for name, caught in store.caught.items():
                     out[name].append(list(caught))
@@ -198,9 +218,9 @@ class _Store:
             pass
 
 
-def _refit_group(rebuilt, group: list[_Member], batches, targets: dict) -> dict[str, float]:
-    """Refit the group's layers on the inputs they see in ``rebuilt`` against the original's
-    outputs ``targets`` (taken, then freed, per layer)."""
+def _refit_group(rebuilt, group: list[_Member], batches, targets: dict, resume: Resume) -> dict[str, float]:
+    """Refit the group's layers on the inputs they see in ``rebuilt`` (passes starting where
+    ``resume`` stands) against the original's outputs ``targets`` (taken, then freed, per layer)."""
     inputs = _Store({m.name: m.calls for m in group})
     hooks = []
     for m in group:
@@ -210,8 +230,9 @@ def _refit_group(rebuilt, group: list[_Member], batches, targets: dict) -> dict[
             hooks.append(m.source.register_forward_hook(lambda mod, a, out, n=m.name: inputs.keep(n, out)))
     stats = {m.name: _Folds() for m in group}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), resume.skipping():
             for i, (x, _) in enumerate(batches):
+                resume.batch = i
                 inputs.run(rebuilt, x)
                 for m in group:
                     stats[m.name].add(m.factor, inputs.caught[m.name], targets[m.name][i])
