@@ -353,7 +353,7 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
     select_batches = None
     if uses_provider:
         batches, select_batches = split_calibration(batches) if selection is None else (batches, as_batches(selection))
-    table.use_basis(basis, batches)
+    table.use_basis(basis, batches, progress=progress)
     _check_layer_names(min_rank, table)
     need = _Need(provider, batches, select_batches, loss, method if progress else None, measured) if uses_provider else None
     result = _Attempts(model, table, budget, scheme, method, rank_multiple, min_rank, settings, solver_options, need,

@@ -73,13 +73,15 @@ def test_refit_leaves_the_original_untouched_and_its_modes():
     assert model.training and rebuilt.training
 
 
-def test_the_refit_shows_its_progress_over_the_layers(capsys):
+def test_the_calibration_pass_and_the_refit_show_their_progress(capsys):
     model, batches = _net(), _batches()
     lowrank.compress(model, batches, Budget(macs=0.5), method="exact", progress=True)
     err = capsys.readouterr().err
     assert "refit" in err and "layer" in err, err[-500:]
+    assert "calibration" in err and "batch" in err, err[-500:]  # the whitening's one pass over the batches
     lowrank.compress(model, batches, Budget(macs=0.5), method="exact")
-    assert "refit" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "refit" not in err and "calibration" not in err
 
 
 def test_compress_refits_by_default_and_not_when_told():

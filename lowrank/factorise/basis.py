@@ -4,10 +4,12 @@ or the activation basis (the SVD whitened by the layer's input on calibration da
 :class:`Bases` holds both for one model and says which one is in use."""
 from __future__ import annotations
 
+import sys
 from typing import Mapping
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from .. import kinds
 from ..util.inputs import call_checked
@@ -91,12 +93,12 @@ class ActivationBasis:
 
     kind = "activation"
 
-    def __init__(self, model: nn.Module, layers, batches, ridge: float = 1e-2):
+    def __init__(self, model: nn.Module, layers, batches, ridge: float = 1e-2, progress: bool = False):
         self.model, self.ridge = model, ridge
         self.key = batches_key(batches)  # which calibration tensors it was made from: LayerTable.use_basis reuses it
         projections = {(l.name, scheme.name): input_side_matrix(model.get_submodule(l.name).weight, scheme)
                        for l in layers for scheme in l.schemes.values() if projects(scheme, l.weight_shape)}
-        self.moments = collect_moments(model, layers, batches, projections)
+        self.moments = collect_moments(model, layers, batches, projections, progress)
         self.projected = set(projections)
         self.peak_bytes = sum(s.numel() * s.element_size() for s, _, _ in self.moments.values())
         self._cache: dict[tuple[str, str], tuple] = {}
@@ -139,11 +141,12 @@ def batches_key(batches) -> tuple:
     return tuple(id(x) for x, _ in batches)
 
 
-def collect_moments(model: nn.Module, layers, batches, projections=None) -> dict[tuple[str, str], tuple[torch.Tensor, int, float]]:
+def collect_moments(model: nn.Module, layers, batches, projections=None, progress: bool = False) -> dict[tuple[str, str], tuple[torch.Tensor, int, float]]:
     """One hooked pass over ``batches``: per (layer, scheme), the sum of v v^T over the input
     vectors v that the scheme's input side multiplies (or of p p^T, p = v projected by
     ``projections[(layer, scheme)]`` where given), how many there were, and the sum of their
-    squared norms."""
+    squared norms. No activation is kept: the memory is the sums', whatever the batches.
+    ``progress``: a bar over the batches."""
     projections = projections or {}
     moments: dict[tuple[str, str], list] = {}
 
@@ -163,7 +166,7 @@ def collect_moments(model: nn.Module, layers, batches, projections=None) -> dict
     handles = [model.get_submodule(l.name).register_forward_hook(hook(l.name, l.schemes)) for l in layers]
     try:
         with torch.no_grad(), evaluating(model):
-            for x, _ in batches:
+            for x, _ in tqdm(batches, desc="calibration", unit="batch", disable=not progress, leave=False, file=sys.stderr):
                 call_checked(model, x)
     finally:
         for h in handles:
@@ -224,7 +227,7 @@ class Bases:
     def kind(self) -> str:
         return self.current.kind
 
-    def use(self, kind: str = "weight", batches=None, ridge: float = 1e-2) -> None:
+    def use(self, kind: str = "weight", batches=None, ridge: float = 1e-2, progress: bool = False) -> None:
         """Truncate in the weight basis or the data-aware one (whitened by each layer's input
         on ``batches``, a list of (inputs, targets) pairs); made once per batches and ridge."""
         if kind not in BASES:
@@ -236,7 +239,7 @@ class Bases:
             raise ValueError("the activation basis needs calibration data (batches of inputs)")
         reusable = isinstance(self.current, ActivationBasis) and self.current.key == batches_key(batches) and self.current.ridge == ridge
         if not reusable:
-            self.current = ActivationBasis(self.model, list(self.layers.values()), batches, ridge)
+            self.current = ActivationBasis(self.model, list(self.layers.values()), batches, ridge, progress)
 
     def svd(self, name: str, scheme: str) -> tuple:
         """(U, s, Vh) of the layer's matrix under ``scheme`` (a name the layer has), in the basis in use."""

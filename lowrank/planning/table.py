@@ -118,11 +118,12 @@ class LayerTable:
         """The basis in use (``.kind``: "weight" or "activation")."""
         return self.bases.current
 
-    def use_basis(self, kind: str = "weight", batches=None, ridge: float = 1e-2) -> None:
+    def use_basis(self, kind: str = "weight", batches=None, ridge: float = 1e-2, progress: bool = False) -> None:
         """Truncate in the weight basis (``"weight"``, the default) or the data-aware one
         (``"activation"``: whitened by each layer's input on ``batches`` of calibration data,
-        a list of (inputs, targets) pairs). Every SVD, problem and rebuild follows."""
-        self.bases.use(kind, batches, ridge)
+        a list of (inputs, targets) pairs, streamed once: ``progress`` shows a bar over them).
+        Every SVD, problem and rebuild follows."""
+        self.bases.use(kind, batches, ridge, progress)
 
     def svd(self, name: str, scheme: str):
         """(U, s, Vh) of the layer's matrix under ``scheme``; computed once and cached."""
