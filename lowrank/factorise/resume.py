@@ -33,30 +33,28 @@ class Chain:
     @staticmethod
     def find(model: nn.Module, inputs) -> "Chain | None":
         """The longest such ModuleList of ``model``, checked on one pass of ``inputs``, or None."""
-        found = None
-        for prefix, lists in model.named_modules():
-            if isinstance(lists, nn.ModuleList) and len(lists) >= 2 and (found is None or len(lists) > len(found.blocks)):
-                found = Chain(lists, prefix) if _runs_as_chain(model, lists, inputs) else found
-        return found
+        lists = [(p, m) for p, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) >= 2]
+        calls: dict[int, list] = {k: [] for k in range(len(lists))}  # per list: (index, first input, output)
+
+        def hook(k, i):
+            def fn(module, args, kwargs, out):
+                calls[k].append((i, args[0] if args else next(iter(kwargs.values()), None), out))
+            return fn
+
+        handles = [b.register_forward_hook(hook(k, i), with_kwargs=True) for k, (_, blocks) in enumerate(lists) for i, b in enumerate(blocks)]
+        try:
+            with torch.no_grad():
+                call_model(model, inputs)
+        finally:
+            for h in handles:
+                h.remove()
+        chains = [Chain(blocks, prefix) for k, (prefix, blocks) in enumerate(lists) if _runs_as_chain(calls[k], len(blocks))]
+        return max(chains, key=lambda c: len(c.blocks), default=None)
 
 
-def _runs_as_chain(model: nn.Module, blocks: nn.ModuleList, inputs) -> bool:
-    calls: list[tuple[int, object, object]] = []  # (index, first input, output)
-
-    def hook(i):
-        def fn(module, args, kwargs, out):
-            first = args[0] if args else next(iter(kwargs.values()), None)
-            calls.append((i, first, out))
-        return fn
-
-    handles = [b.register_forward_hook(hook(i), with_kwargs=True) for i, b in enumerate(blocks)]
-    try:
-        with torch.no_grad():
-            call_model(model, inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    if [i for i, _, _ in calls] != list(range(len(blocks))):
+def _runs_as_chain(calls: list, n: int) -> bool:
+    """Each block ran once, in order, and each read the output of the one before."""
+    if [i for i, _, _ in calls] != list(range(n)):
         return False
     return all(first is _main(previous) for (_, _, previous), (_, first, _) in zip(calls, calls[1:]))
 
