@@ -115,7 +115,7 @@ def compress(model: nn.Module, calib: Any, budget: Budget, method: str = DEFAULT
              table: LayerTable | None = None, loss: Callable | None = None, selection: Any = None, progress: bool = False,
              include: Callable | Sequence[str] | None = None, measured: Any = None, basis: str = "activation", rank_multiple: int | str = "auto",
              measure_on: Any = None, accept_uncounted: bool = False, min_rank: int | dict | str = "auto",
-             refit: bool = True, **solver_options) -> CompressionResult:
+             refit: bool = True, statistics: Any = None, **solver_options) -> CompressionResult:
     """Factorise ``model``'s layers so that the result fits ``budget``; ``model`` itself is never changed.
 
     Args:
@@ -142,14 +142,15 @@ def compress(model: nn.Module, calib: Any, budget: Budget, method: str = DEFAULT
             batch 64, BatchNorm folded, channels-last. The plan predicts the total from timed
             layers; the rebuilt model is timed against the original, planned again for less
             if it missed, and returned in the layout it was timed in.
-        accept_uncounted: allow a MAC budget on a model running work nobody can count (the
-            budget is then a share of what is counted); otherwise it is refused, naming it.
-        refit: refit each layer's output factor by least squares on the calibration data, in
-            run order, to give the original layer's output on the inputs it now sees
-            (:mod:`lowrank.factorise.refit`; no count changes). ``False``: the rebuilt model
-            equals the masked model the solver scored.
-        table: a prebuilt :class:`LayerTable` (reuses its SVDs).
-        measured: a method's budget-independent measurement (e.g. a cached sensitivity table).
+        accept_uncounted: allow a MAC budget on a model running work nobody can count (then a
+            share of what is counted); otherwise it is refused, naming it.
+        refit: refit each layer's output factor by least squares, in run order, to give the
+            original layer's output on the inputs it now sees (:mod:`lowrank.factorise.refit`; no
+            count changes). ``False``: the rebuilt model equals the masked model the solver scored.
+        statistics: data (as ``calib``) the activation basis and the refit stream over instead
+            of ``calib``: they keep sums, not samples, so they can take many more than a method
+            that runs the network at every step (``cobla``). Default: ``calib``, or the zoo entry's.
+        table, measured: a prebuilt :class:`LayerTable`; a cached measurement (a sensitivity table).
         include: name prefixes or a predicate: the layers that may be factorised.
 
     Every priced resource checks the rebuilt model (``result.checks``, ``result.held``).
@@ -162,7 +163,7 @@ def compress(model: nn.Module, calib: Any, budget: Budget, method: str = DEFAULT
     model = folded(model)  # parametrized weights as plain ones, on a copy: the user's model is never read in train mode
     settings = resources.settings_by_resource(measure_on)
     result = _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis,
-                       rank_multiple, min_rank, settings, accept_uncounted, refit, solver_options)
+                       rank_multiple, min_rank, settings, accept_uncounted, refit, statistics, solver_options)
     if result.severed_by:
         warnings.warn(
             f"the plan keeps {', '.join(repr(n) for n in result.severed_by)} at rank 0, which cuts every path from the "
@@ -339,11 +340,13 @@ def _say_if_pruning_is_unavailable(table: LayerTable, scheme) -> None:
 
 
 def _compress(model, calib, budget, method, scheme, table, loss, selection, progress, include, measured, basis, rank_multiple,
-              min_rank, settings, accept_uncounted, refit, solver_options) -> CompressionResult:
+              min_rank, settings, accept_uncounted, refit, statistics, solver_options) -> CompressionResult:
     """Prepare (calibration batches, the layer table, its basis, what the method needs), then
     plan, rebuild and check, planning again for less while a measured resource missed."""
+    statistics = calib.statistics() if statistics is None and hasattr(calib, "statistics") else statistics
     batches, selection, include = _calibration(calib, selection, include)
-    refit_on = list(batches) if refit else None  # all of the calibration data (a data-using method holds a part out)
+    streamed = _checked_batches(statistics) if statistics is not None else None
+    refit_on = list(streamed or batches) if refit else None  # all of it (a data-using method holds a part of calib out)
     table = table if table is not None else _table(model, batches, include, calib)
     _refuse_uncounted(table, budget, settings, accept_uncounted)
     _say_if_pruning_is_unavailable(table, scheme)
@@ -353,7 +356,7 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
     select_batches = None
     if uses_provider:
         batches, select_batches = split_calibration(batches) if selection is None else (batches, as_batches(selection))
-    table.use_basis(basis, batches, progress=progress)
+    table.use_basis(basis, streamed or batches, progress=progress)
     _check_layer_names(min_rank, table)
     need = _Need(provider, batches, select_batches, loss, method if progress else None, measured) if uses_provider else None
     result = _Attempts(model, table, budget, scheme, method, rank_multiple, min_rank, settings, solver_options, need,
@@ -369,9 +372,13 @@ def _calibration(calib, selection, include):
     if hasattr(calib, "calibration") and hasattr(calib, "selection"):
         include = calib.include if include is None else include
         calib, selection = calib.calibration(), (calib.selection() if selection is None else selection)
-    batches = as_batches(calib)
+    return _checked_batches(calib), selection, include
+
+
+def _checked_batches(data) -> list:
+    batches = as_batches(data)
     check_finite_inputs(batches)
-    return batches, selection, include
+    return batches
 
 
 def _table(model, batches, include, calib) -> LayerTable:

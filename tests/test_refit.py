@@ -258,3 +258,16 @@ def test_passes_resume_at_the_block_of_the_layers_refit_with_the_weights_of_pass
     assert first_block_runs <= 6 and first_block_runs_before >= 12  # 3 of the 4 blocks' 4 groups each ran it
     for (name, a), (_, b) in zip(resumed.named_parameters(), from_input.named_parameters()):
         assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_statistics_feed_the_basis_and_the_refit_in_place_of_the_calibration_data():
+    """``statistics=``: what the whitening and the refit stream over (many samples, kept as
+    sums), apart from the method's calibration; a zoo entry may bring its own."""
+    model, few, many = _net(), _batches(1, seed=5), _batches(4)
+    streamed = lowrank.compress(model, few, Budget(macs=0.5), method="uniform", statistics=many).model
+    on_many = lowrank.compress(model, many, Budget(macs=0.5), method="uniform").model
+    on_few = lowrank.compress(model, few, Budget(macs=0.5), method="uniform").model
+    pairs = list(zip(streamed.parameters(), on_many.parameters(), on_few.parameters()))
+    assert all(torch.equal(a, b) for a, b, _ in pairs)
+    assert not all(torch.equal(a, c) for a, _, c in pairs)
+    assert lowrank.zoo.get("lenet5-digits").statistics() is None  # the calibration draw serves

@@ -106,6 +106,9 @@ class RunSpec:
             del flat["recalibrate"]
         if not flat["refit"]:  # likewise before the refit
             del flat["refit"]
+        streamed = get(self.model).statistics_samples if self.uses_data else None
+        if streamed is not None:  # an entry whose basis and refit stream over more samples than calib (none before)
+            flat["statistics_samples"] = streamed
         key = {k: v for k, v in flat.items() if not (k.startswith("budget_") and v is None and k not in _KEY_BUDGET_FIELDS)}
         measured = {r: repr(resources.get(r).default_settings()) for r, _ in self.limits if not resources.get(r).cheap}
         if measured:  # where a measured budget is read (a latency target, folded or not) is part of the run
@@ -240,13 +243,14 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
     n_test = len(entry.splits.test[1])
     out["eval_samples"] = n_test if run.eval_samples is None else min(run.eval_samples, n_test)
     method = solvers.method(run.method)
-    selection = measured = None
+    selection = measured = statistics = None
     if run.uses_data:
         calib = _samples(loaded, "calib", run.calib_samples, run.seed)
         selection = _samples(loaded, "select", run.select_samples, run.seed) if method.uses_data else None
+        statistics = entry.statistics()  # what the basis and the refit stream over, where the entry has them
     else:
         calib = [(entry.example_input(), None)]  # data-free methods only need the input shape
-    table.use_basis(run.basis, calib)  # compress sees the same batches and keeps this basis
+    table.use_basis(run.basis, statistics or calib)  # compress sees the same batches and keeps this basis
     provider = needs.provider(method.needs)
     problem = table.problem(run.budget, run.scheme) if provider is not None else None
     if provider is not None and provider.cache_kind is not None and provider.measures(problem):  # budget-independent: measured once per model
@@ -256,7 +260,7 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
         measured = cache.get(provider.cache_kind, key, lambda: provider.measure(table, problem, as_batches(calib), None, None))
     torch.manual_seed(run.seed)
     result = compress(model, calib, run.budget, method=run.method, scheme=run.scheme, table=table, selection=selection,
-                      measured=measured, basis=run.basis, rank_multiple=run.rank_multiple, refit=run.refit)
+                      measured=measured, basis=run.basis, rank_multiple=run.rank_multiple, refit=run.refit, statistics=statistics)
     out["solver_seconds"] = float(result.allocation.info.get("solve_seconds", 0.0))
     out["plan_facts"] = plan_facts(result.plan.info)
     out.update(_costs(result))

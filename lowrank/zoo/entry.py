@@ -37,6 +37,7 @@ class ZooEntry:
     calib_samples: int | None = 128  # what a sweep draws for calibration by default (None: the whole part)
     select_samples: int | None = None  # ... and for choosing COBLA's candidate
     finetune_recipe: dict | None = None  # what finetune() uses where its caller sets nothing (lr, batch_size, train, clip, temperature)
+    statistics_samples: int | None = None  # train-part samples the whitening and the refit stream over (None: the calibration draw)
 
     @property
     def weights_path(self) -> Path:
@@ -64,6 +65,15 @@ class ZooEntry:
         """The selection draw a sweep of seed 0 makes: scores candidate allocations, disjoint
         from calib and test."""
         return self._part("select", self.select_samples, batch_size)
+
+    def statistics(self, batch_size: int = 8):
+        """What compress's activation basis and refit stream over for this entry, drawn by
+        seed 0 from the train part (disjoint from test): many more samples than the method's
+        calibration draw, as both keep sums the size of a layer; None where the entry sets no
+        ``statistics_samples`` (they use the calibration draw)."""
+        if self.statistics_samples is None:
+            return None
+        return sample_batches(self.splits.train, min(self.statistics_samples, len(self.splits.train[1])), seed=0, batch_size=batch_size)
 
     def _part(self, part: str, sweep_samples: int | None, batch_size: int):
         whole = getattr(self.splits, part)
