@@ -271,3 +271,24 @@ def test_statistics_feed_the_basis_and_the_refit_in_place_of_the_calibration_dat
     assert all(torch.equal(a, b) for a, b, _ in pairs)
     assert not all(torch.equal(a, c) for a, _, c in pairs)
     assert lowrank.zoo.get("lenet5-digits").statistics() is None  # the calibration draw serves
+
+
+def test_a_causal_language_model_refits_without_the_first_token_of_each_window():
+    """The first token of a causal model's window is an attention sink of enormous norm that a
+    squared error would fit alone: its rows stay out of the sequence Linears' fits; an encoder's
+    first token (BERT's [CLS], which its classifier reads) stays in."""
+    transformers = pytest.importorskip("transformers")
+    from lowrank.factorise import refit as refit_module
+    from test_llm import tiny_llama
+
+    encoder = transformers.BertModel(transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                             intermediate_size=32))
+    assert refit_module._sink(tiny_llama()) == 1 and refit_module._sink(encoder) == 0 and refit_module._sink(_net()) == 0
+    layer = nn.Linear(6, 3)
+    z, y = torch.randn(4, 5, 6), torch.randn(4, 5, 3)
+    z[:, 0] *= 1e4
+    without_first, on_the_rest = refit_module._Folds(sink=1), refit_module._Folds()
+    without_first.add(layer, [z], [y])
+    on_the_rest.add(layer, [z[:, 1:]], [y[:, 1:]])
+    for a, b in zip(without_first.halves, on_the_rest.halves):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2:] == b[2:]
