@@ -3,8 +3,8 @@
     python bench/llm_time.py [--params 0.8 0.6] [--threads 2]
 
 Each row is one call of ``lowrank.compress(model, entry, Budget(params=...), method="cobla")``
-with its defaults (the entry's 8 calibration and 8 selection windows of 128 tokens, activation
-basis, refit), timed from the call to its return: the budget check on the rebuilt model
+with its defaults (the entry's 8 calibration and 8 selection windows of 128 tokens, the activation
+basis and the refit made on its statistics windows), timed from the call to its return: the budget check on the rebuilt model
 included, loading the model not. COBLA's own time, and how many losses and gradients of the
 network its SQP computed, come from the plan's info. Writes reports/llm/time.md and .csv.
 """
@@ -52,8 +52,8 @@ def main() -> None:
     lines = ["# How long COBLA takes on SmolLM2-135M", "",
              f"Made by `{command(__file__)}` ({args.threads} thread(s), CPU, float32, this project's 2-core machine). "
              "Each row is one call of `lowrank.compress(model, entry, Budget(params=...), method=\"cobla\")` with its "
-             "defaults (8 calibration and 8 selection windows of 128 tokens, activation basis, refit), timed from the "
-             "call to its return. *COBLA* is the solver's own time: scoring its starts, its SQP (the network's loss "
+             f"defaults (8 calibration and 8 selection windows of 128 tokens; the activation basis and the refit made on "
+             f"{entry.statistics_samples or 8} windows of the training plays), timed from the call to its return. *COBLA* is the solver's own time: scoring its starts, its SQP (the network's loss "
              "and, at accepted steps only, its gradient on the 1,024 calibration tokens) and scoring its roundings "
              "on the selection windows. *The rest* is the calibration pass, the whitened SVDs, the rebuild with its "
              f"refit and the budget check. The aim is under {TARGET_SECONDS} s.", "",

@@ -114,6 +114,7 @@ def test_the_smollm2_entry_loads_splits_by_play_and_scores_its_perplexity():
     plays = splits.indices
     assert not (set(plays["test"]) & set(plays["calib"])) and not (set(plays["test"]) & set(plays["select"]))
     assert splits.sizes() == {"train": 1024, "calib": 32, "select": 32, "test": 48}
+    assert sum(len(y) for _, y in entry.statistics()) == 32  # the whitening's and refit's windows, from the train plays
     model = entry.load()
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
     table = lowrank.LayerTable(model, entry.example_input(), include=entry.include)

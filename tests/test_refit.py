@@ -272,6 +272,21 @@ def test_statistics_feed_the_basis_and_the_refit_in_place_of_the_calibration_dat
     assert not all(torch.equal(a, c) for a, _, c in pairs)
     assert lowrank.zoo.get("lenet5-digits").statistics() is None  # the calibration draw serves
 
+    class Entry:  # what compress reads of a zoo entry
+        include = None
+
+        def calibration(self):
+            return few
+
+        def selection(self):
+            return None
+
+        def statistics(self):
+            return many
+
+    from_entry = lowrank.compress(model, Entry(), Budget(macs=0.5), method="uniform").model
+    assert all(torch.equal(a, b) for a, b in zip(from_entry.parameters(), on_many.parameters()))
+
 
 def test_a_causal_language_model_refits_without_the_first_token_of_each_window():
     """The first token of a causal model's window is an attention sink of enormous norm that a

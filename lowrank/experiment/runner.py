@@ -257,6 +257,8 @@ def _compress_and_measure(run: RunSpec, cache: DiskCache) -> dict:
         key = {"weights": loaded.fingerprint, "scheme": run.scheme, "seed": run.seed, "calib_samples": run.calib_samples}
         if run.basis != "weight":
             key["basis"] = run.basis
+            if entry.statistics_samples is not None:  # the basis is made on those
+                key["statistics_samples"] = entry.statistics_samples
         measured = cache.get(provider.cache_kind, key, lambda: provider.measure(table, problem, as_batches(calib), None, None))
     torch.manual_seed(run.seed)
     result = compress(model, calib, run.budget, method=run.method, scheme=run.scheme, table=table, selection=selection,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import resources, solvers
 from ..experiment.store import COLUMNS, JSON_COLUMNS
+from ..zoo import ZOO
 from .labels import axis_order, axis_title, budget_axis, budget_label, higher_is_better, method_label, pct, varying
 from .page import Page
 from .plots import plot_budget_curves, plot_rank_heatmap
@@ -65,7 +66,8 @@ def _overview(page: Page, rows: list[dict], ok: list[dict], config: dict | None,
             f"metric: {r0['metric_name']} on the first {r0['eval_samples']:,} test samples of each dataset (compression never sees them)",
             (f"calibration ({', '.join(data_methods)}): {rd['calib_samples'] or 'all'} samples for gradients / sensitivity, "
              f"{rd['select_samples'] or 'all'} for choosing a rounding, drawn by seed from splits disjoint from test; the other "
-             "methods use no data") if rd else "calibration: none (only data-free methods)",
+             "methods allocate without data") if rd else "calibration: none (only data-free methods)",
+            *_statistics_lines(ok),
             f"fine-tuning: {r0['finetune_epochs']} epochs" + (f" with distillation weight {r0['kd']}" if r0["kd"] else "")
             if r0["finetune_epochs"] else "fine-tuning: none (metric right after compression)",
             "versions: " + ", ".join(f"{k} {v}" for k, v in sorted(r0["versions"].items())),
@@ -73,6 +75,14 @@ def _overview(page: Page, rows: list[dict], ok: list[dict], config: dict | None,
         ])
     if config:
         page.text("Sweep settings: " + json.dumps(config, sort_keys=True))
+
+
+def _statistics_lines(rows: list[dict]) -> list[str]:
+    """A line per model whose zoo entry streams its activation basis and refit over windows of
+    its train part (``statistics_samples``) rather than over the calibration samples."""
+    entries = [ZOO[m] for m in sorted({r["model"] for r in rows}) if m in ZOO]
+    return [f"{e.name}: the activation basis and the refit made on {e.statistics_samples} samples of its train part "
+            "(the entry's statistics windows), not on the calibration samples" for e in entries if e.statistics_samples]
 
 
 def _model_section(page: Page, mrows: list[dict], model: str, out: Path, fields: tuple) -> None:

@@ -166,6 +166,9 @@ ENTRY = ZooEntry(
     builder=lambda: None, dataset="shakespeare-plays", metric="perplexity", train_config={"seed": 0},
     loader=load_smollm2, splits_fn=play_splits, include=["model.layers."],
     scorer=perplexity, constant_score=constant_perplexity, calib_samples=8, select_samples=8,
+    # the whitening and the refit stream over 32 windows (4,096 tokens) of the training plays; 128
+    # do better still but put COBLA's whole run over 5 minutes here: reports/llm/calibration.md
+    statistics_samples=32,
     sampler=sample_text,
     # healing (finetune): the factors alone, small steps; measured in reports/llm/heal.md
     finetune_recipe={"lr": 3e-4, "batch_size": 8, "train": "factors", "clip": 1.0, "temperature": 1.0},
