@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import lowrank  # noqa: E402
 from lowrank import Budget  # noqa: E402
 from lowrank.util.batches import sample_batches  # noqa: E402
-from lowrank.zoo import get  # noqa: E402
+from llm_use import original_model  # noqa: E402
 from tables import command, write_report  # noqa: E402
 
 TOKENS_PER_WINDOW = 128
@@ -80,10 +80,7 @@ def main() -> None:
     ap.add_argument("--method", default="uniform")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    entry = get("smollm2-shakespeare")
-    original = entry.load()
-    original_ppl = lowrank.evaluate(original, entry)
+    entry, original, original_ppl = original_model(args)
     rows = []
     for windows in args.windows:  # the largest sets last, for every budget
         for params in args.params:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import lowrank  # noqa: E402
 from lowrank import Budget  # noqa: E402
 from lowrank.util.batches import sample_batches  # noqa: E402
-from lowrank.zoo import get  # noqa: E402
+from llm_use import original_model  # noqa: E402
 from tables import command, write_report  # noqa: E402
 
 
@@ -64,10 +64,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, nargs="+", default=[8, 32], help="calibration windows of 128 tokens to refit on")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    entry = get("smollm2-shakespeare")
-    model = entry.load()
-    original = lowrank.evaluate(model, entry)
+    entry, model, original = original_model(args)
     rows = []
     for params in args.params:
         for method in args.methods:
