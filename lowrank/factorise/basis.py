@@ -18,6 +18,7 @@ from ..util.modes import evaluating
 BASES = ("weight", "activation")
 
 # Weights up to this many elements are decomposed in float64 (cheap, and exact to 1e-12).
+BAR_DELAY = 2.0  # seconds a calibration pass runs before its bar shows: a quick one (a small CNN) stays silent
 FLOAT64_MAX_ELEMENTS = 1 << 24
 
 
@@ -166,7 +167,8 @@ def collect_moments(model: nn.Module, layers, batches, projections=None, progres
     handles = [model.get_submodule(l.name).register_forward_hook(hook(l.name, l.schemes)) for l in layers]
     try:
         with torch.no_grad(), evaluating(model):
-            for x, _ in tqdm(batches, desc="calibration", unit="batch", disable=not progress, leave=False, file=sys.stderr):
+            for x, _ in tqdm(batches, desc="calibration", unit="batch", disable=not progress, leave=False, file=sys.stderr,
+                             delay=BAR_DELAY):
                 call_checked(model, x)
     finally:
         for h in handles:
