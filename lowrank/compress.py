@@ -129,9 +129,8 @@ def compress(model: nn.Module, calib: Any, budget: Budget, method: str = DEFAULT
         loss: ``loss(outputs, targets)`` for the methods that run the network (``cobla``,
             ``sensitivity``); default cross-entropy with targets, else distance to the
             original outputs.
-        basis: ``activation`` (default) whitens each layer by its input on the calibration data
-            before its SVD; ``weight`` truncates the plain weight SVD (worse in all 96 cells of
-            the default sweep, at the same costs).
+        basis: ``activation`` (default) whitens each layer by its input before its SVD; ``weight``
+            truncates the plain weight SVD (worse in all 96 cells of the default sweep).
         rank_multiple: every factorised rank a multiple of it, chosen inside the optimisation;
             ``"auto"``: 1 on the CPU, 8 on CUDA (:func:`device_rank_multiple`).
         min_rank: the least rank of every factorised layer (an int, or layer name -> int),
@@ -150,7 +149,8 @@ def compress(model: nn.Module, calib: Any, budget: Budget, method: str = DEFAULT
         statistics: data (as ``calib``) the activation basis and the refit stream over instead
             of ``calib``: they keep sums, not samples, so they can take many more than a method
             that runs the network at every step (``cobla``). Default: ``calib``, or the zoo entry's.
-        table, measured: a prebuilt :class:`LayerTable`; a cached measurement (a sensitivity table).
+        table: a prebuilt :class:`LayerTable` (reuses its SVDs).
+        measured: a method's cached measurement (a sensitivity table).
         include: name prefixes or a predicate: the layers that may be factorised.
 
     Every priced resource checks the rebuilt model (``result.checks``, ``result.held``).
