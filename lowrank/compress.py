@@ -343,8 +343,7 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
               min_rank, settings, accept_uncounted, refit, statistics, solver_options) -> CompressionResult:
     """Prepare (calibration batches, the layer table, its basis, what the method needs), then
     plan, rebuild and check, planning again for less while a measured resource missed."""
-    statistics = calib.statistics() if statistics is None and hasattr(calib, "statistics") else statistics
-    batches, selection, include = _calibration(calib, selection, include)
+    batches, selection, include, statistics = _calibration(calib, selection, include, statistics)
     streamed = _checked_batches(statistics) if statistics is not None else None
     refit_on = list(streamed or batches) if refit else None  # all of it (a data-using method holds a part of calib out)
     table = table if table is not None else _table(model, batches, include, calib)
@@ -366,13 +365,14 @@ def _compress(model, calib, budget, method, scheme, table, loss, selection, prog
     return result.flag_severed()
 
 
-def _calibration(calib, selection, include):
-    """(calibration batches, selection data, include): a zoo entry brings its own splits and
-    layer selection."""
+def _calibration(calib, selection, include, statistics):
+    """(calibration batches, selection data, include, statistics data): a zoo entry brings its
+    own splits, layer selection and statistics windows."""
     if hasattr(calib, "calibration") and hasattr(calib, "selection"):
         include = calib.include if include is None else include
+        statistics = calib.statistics() if statistics is None and hasattr(calib, "statistics") else statistics
         calib, selection = calib.calibration(), (calib.selection() if selection is None else selection)
-    return _checked_batches(calib), selection, include
+    return _checked_batches(calib), selection, include, statistics
 
 
 def _checked_batches(data) -> list:

@@ -17,8 +17,9 @@ from ..util.modes import evaluating
 
 BASES = ("weight", "activation")
 
-# Weights up to this many elements are decomposed in float64 (cheap, and exact to 1e-12).
 BAR_DELAY = 2.0  # seconds a calibration pass runs before its bar shows: a quick one (a small CNN) stays silent
+
+# Weights up to this many elements are decomposed in float64 (cheap, and exact to 1e-12).
 FLOAT64_MAX_ELEMENTS = 1 << 24
 
 

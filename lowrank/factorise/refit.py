@@ -51,7 +51,7 @@ RIDGE = 1e-4  # Tikhonov weight, relative to the Gram matrix's mean diagonal: ke
 RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)  # the weights the held-out halves choose among
 KEPT_BYTES = 256 << 20  # the original's outputs kept at once for the layers refitted next (see _spans)
 RESUME = True  # passes start at the block of the layers refit (resume.py); False: every pass from the input
-PLENTY = 32  # rows per unknown from which a layer is fitted with RIDGE, no choice (a window of a sequence counts once)
+PLENTY = 32  # samples (windows) per unknown from which a sequence Linear is fitted with RIDGE, no held-out choice
 
 
 def refit(original: nn.Module, rebuilt: nn.Module, names: Sequence[str], batches: list, progress: bool = False) -> dict[str, float]:

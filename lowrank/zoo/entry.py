@@ -71,9 +71,7 @@ class ZooEntry:
         seed 0 from the train part (disjoint from test): many more samples than the method's
         calibration draw, as both keep sums the size of a layer; None where the entry sets no
         ``statistics_samples`` (they use the calibration draw)."""
-        if self.statistics_samples is None:
-            return None
-        return sample_batches(self.splits.train, min(self.statistics_samples, len(self.splits.train[1])), seed=0, batch_size=batch_size)
+        return None if self.statistics_samples is None else self._part("train", self.statistics_samples, batch_size)
 
     def _part(self, part: str, sweep_samples: int | None, batch_size: int):
         whole = getattr(self.splits, part)
