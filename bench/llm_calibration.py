@@ -1,11 +1,12 @@
 """How many calibration tokens a language model needs: SmolLM2-135M on Shakespeare compressed
-with `uniform` (SVD-LLM's rule: the allocation reads no data), its whitening and its refit made
+with a data-free rule (`uniform` by default: its allocation reads no data, so only the
+calibration changes), its whitening and its refit made
 on 1k / 4k / 16k / 64k tokens of the training plays (nested: each set holds the smaller ones),
 perplexity on the 48 test windows, and the time each whole ``compress`` call took.
 
-    python bench/llm_calibration.py [--params 0.8] [--windows 8 32 128 512] [--threads 2]
+    python bench/llm_calibration.py [--params 0.8] [--windows 8 32 128 512] [--method uniform] [--threads 2] [--name calibration]
 
-Writes reports/llm/calibration.md and .csv (after each point, so a cut-off run keeps its rows).
+Writes reports/llm/<name>.md and .csv (after each point, so a cut-off run keeps its rows).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def report(rows: list[dict], original_ppl: float, args) -> None:
                      f"| {change} | {r['seconds']:.0f} s |")
         previous[r["params_budget"]] = r["perplexity"]
     lines += ["", *flattening(rows)]
-    write_report(ROOT / "reports" / "llm", "calibration", rows, lines)
+    write_report(ROOT / "reports" / "llm", args.name, rows, lines)
 
 
 def flattening(rows: list[dict]) -> list[str]:
@@ -79,6 +80,7 @@ def main() -> None:
     ap.add_argument("--windows", type=int, nargs="+", default=[8, 32, 128, 512], help="calibration windows of 128 tokens")
     ap.add_argument("--method", default="uniform")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="calibration", help="report name under reports/llm/ (default calibration)")
     args = ap.parse_args()
     entry, original, original_ppl = original_model(args)
     rows = []

@@ -7,7 +7,7 @@ from .problem import PARAMS, Allocation, InfeasibleBudgetError, Problem
 from .registry import Need, register
 
 
-def _largest_feasible(problem: Problem, candidates: np.ndarray, ranks_at, active):
+def largest_feasible(problem: Problem, candidates: np.ndarray, ranks_at, active):
     """Binary search over an increasing parameter whose ranks (and so costs) grow with it."""
     lo, hi = 0, len(candidates) - 1  # candidates[0] must be feasible
     if not problem.fits(problem.cost(ranks_at(candidates[0]), active)):
@@ -77,7 +77,7 @@ def uniform(problem: Problem) -> Allocation:
     def ranks_at(f):
         return np.floor(f * full + 1e-9).astype(np.int64)
 
-    f, ranks = _largest_feasible(problem, fractions, ranks_at, active)
+    f, ranks = largest_feasible(problem, fractions, ranks_at, active)
     return Allocation(problem, ranks, "uniform", active=active, info={"rank_fraction": float(f)})
 
 
@@ -91,7 +91,7 @@ def energy(problem: Problem) -> Allocation:
         return np.array([min(int(np.searchsorted(k, e - 1e-12)), g.full_rank) for k, g in zip(kept, problem.groups)])
 
     levels = np.unique(np.concatenate([k for k, a in zip(kept, active) if a]))
-    e, ranks = _largest_feasible(problem, levels, ranks_at, active)
+    e, ranks = largest_feasible(problem, levels, ranks_at, active)
     return Allocation(problem, ranks, "energy", active=active, info={"energy_fraction": float(e)})
 
 
@@ -107,7 +107,7 @@ def alds(problem: Problem) -> Allocation:
 
     levels = -np.unique(np.concatenate([r for r, a in zip(rel, active) if a] + [[0.0]]))[::-1]
     levels = np.concatenate([[-1.0 - 1e-9], levels])  # first candidate: eps above every ratio -> rank 0
-    neg_eps, ranks = _largest_feasible(problem, levels, ranks_at, active)
+    neg_eps, ranks = largest_feasible(problem, levels, ranks_at, active)
     return Allocation(problem, ranks, "alds", active=active, info={"max_spectral_error": float(-neg_eps)})
 
 
@@ -175,5 +175,5 @@ def sensitivity(problem: Problem, objective=None) -> Allocation:
     # would ask some layers for the impossible, so tolerances start at 0.
     levels = np.unique(np.concatenate([np.maximum(e, 0.0) for e, a in zip(excess, active) if a]))
     candidates = -levels[::-1]  # from the largest tolerance (rank 0 fits) to the smallest
-    neg_tau, ranks = _largest_feasible(problem, candidates, ranks_at, active)
+    neg_tau, ranks = largest_feasible(problem, candidates, ranks_at, active)
     return Allocation(problem, ranks, "sensitivity", active=active, info={"tolerance": float(-neg_tau), "objective_name": obj.name})

@@ -211,7 +211,7 @@ def damped_diagonal_update(h, s, y, lo=1e-6, hi=1e6):
 
 
 # Fast methods whose allocations COBLA starts from and keeps as candidates, beside ``exact``.
-START_METHODS = ("uniform", "energy", "alds", "zhang")
+START_METHODS = ("uniform", "energy", "alds", "zhang", "svdllm", "svdllm2")
 
 
 def _fast_starts(problem: Problem) -> dict[str, Allocation]:

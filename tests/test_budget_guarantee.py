@@ -20,7 +20,7 @@ from helpers import counted_macs, n_params
 from test_user_models import Conv1D
 
 TRIALS = int(os.environ.get("LOWRANK_BUDGET_TRIALS", "1000"))
-METHODS = ["uniform", "energy", "alds", "zhang", "exact"]  # the data-free ones: fast enough for thousands
+METHODS = ["uniform", "energy", "alds", "zhang", "svdllm", "svdllm2", "exact"]  # the data-free ones: fast enough for thousands
 
 
 def _arches():

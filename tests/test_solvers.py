@@ -59,7 +59,7 @@ def test_lower_hull():
     assert list(lower_hull(np.array([4.0, 2.0, 1.0, 0.5]))) == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("method", ["uniform", "energy", "alds", "zhang", "exact", "milp"])
+@pytest.mark.parametrize("method", ["uniform", "energy", "alds", "zhang", "svdllm", "svdllm2", "exact", "milp"])
 def test_every_method_meets_every_budget(method):
     for seed in range(3):
         p = random_problem(seed, macs=[0.2, 0.5, 1.0][seed], params=[0.3, 0.25, 0.6][seed])
@@ -87,6 +87,29 @@ def test_baselines_do_what_they_say():
     err = spectral_error(p)
     worst = max(err.loss(g, r) for g, r in zip(p.groups, a.ranks))
     assert worst == pytest.approx(a.info["max_spectral_error"], abs=1e-12)
+
+
+def test_svdllm2_gives_each_matrix_type_ratios_in_proportion_to_its_truncation_loss():
+    from solvers.truncation_loss import matrix_type
+
+    assert matrix_type("model.layers.12.mlp.up_proj") == "model.layers.*.mlp.up_proj"
+    # Two blocks, each a 'q' (8 x 8: 4 ranks per unit of ratio) and an 'up' (8 x 24: 6 per unit).
+    # Block 0's matrices have flat spectra (truncating loses much), block 1's decay fast.
+    flat, fast = np.linspace(1.0, 0.8, 8), np.geomspace(1.0, 1e-3, 8)
+    groups = [Group(f"b.{i}.{kind}", spectrum, [m + n, m + n], [0.0, 0.0], [m * n, m * n])
+              for kind, m, n in (("q", 8, 8), ("up", 8, 24)) for i, spectrum in enumerate((flat, fast))]
+    dense = sum(g.dense_cost for g in groups)
+    p = Problem(groups, budgets=[np.inf, 0.5 * dense[1]], reference_cost=dense)
+    alloc = solve(p, "svdllm2")
+    ratio, ranks = alloc.info["ratio"], dict(zip([g.name for g in groups], alloc.ranks))
+    assert alloc.feasible and alloc.info["types"] == 2
+    for kind, per_ratio in (("q", 4.0), ("up", 6.0)):
+        names = [f"b.0.{kind}", f"b.1.{kind}"]
+        at_ratio = int(np.floor(ratio * per_ratio + 1e-9))  # both at the common ratio R first
+        loss = np.array([np.sqrt(np.sum(g.values[at_ratio:] ** 2)) for g in groups if g.name in names])
+        expected = np.minimum(np.floor(ratio * 2 * loss / loss.sum() * per_ratio + 1e-9), 8)
+        assert [ranks[n] for n in names] == list(expected)
+        assert ranks[names[0]] > ranks[names[1]]  # the flat spectrum keeps more
 
 
 def test_separable_objective_errors():
@@ -118,7 +141,7 @@ def measured_alternatives_problem(budget_share):
     return Problem(groups, budgets=budget_share * dense, resources=("latency",), reference_cost=dense)
 
 
-@pytest.mark.parametrize("method", ["uniform", "energy", "alds", "zhang"])
+@pytest.mark.parametrize("method", ["uniform", "energy", "alds", "zhang", "svdllm", "svdllm2"])
 def test_a_baseline_takes_the_alternative_that_can_reach_the_budget(method):
     # At 30% only the cheaper-at-rank-0 scheme fits (3 x 2 = 6 at rank 0 versus 3 x 9 = 27).
     p = measured_alternatives_problem(0.3)
@@ -148,3 +171,14 @@ def test_a_baseline_whose_scheme_choice_cannot_fit_two_budgets_says_so():
     p.check_feasible()  # per resource the least cost fits
     with pytest.raises(InfeasibleBudgetError, match="choose schemes inside the search"):
         solve(p, "uniform")
+
+
+def test_svdllm_keeps_the_same_share_of_parameters_in_every_matrix():
+    # An 8 x 8 matrix (4 ranks per unit of parameter share) and an 8 x 24 one (6 per unit).
+    groups = [Group("sq", np.linspace(1, 0.5, 8), [16, 16], [0, 0], [64, 64]),
+              Group("wide", np.linspace(1, 0.5, 8), [32, 32], [0, 0], [192, 192])]
+    p = Problem(groups, budgets=[np.inf, 0.5 * 256], reference_cost=np.array([256.0, 256.0]))
+    alloc = solve(p, "svdllm")
+    share = alloc.info["ratio"]
+    assert list(alloc.ranks) == [int(np.floor(share * 4 + 1e-9)), int(np.floor(share * 6 + 1e-9))]
+    assert alloc.ranks[1] > alloc.ranks[0]  # 'uniform' (the same share of rank) gives both rank 2
