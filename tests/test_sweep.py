@@ -185,3 +185,13 @@ def test_sensitivity_is_measured_once_per_model_and_seed(tmp_path, monkeypatch):
         spec = RunSpec.from_dict(dict(model="lenet5-digits", method="sensitivity", budget_macs=macs, calib_samples=64, select_samples=64))
         assert execute_run(spec.to_dict(), str(tmp_path))["status"] == "ok"
     assert len(calls) == 1
+
+
+def test_the_default_grid_keeps_its_eight_methods_and_all_adds_svd_llms_rules():
+    # The README's main command and its committed report are this grid; `all` runs every method.
+    import solvers
+    from lowrank.experiment.sweep import DEFAULT_METHODS, SweepConfig
+
+    assert SweepConfig().methods == list(DEFAULT_METHODS)
+    assert {"svdllm", "svdllm2"} <= set(SweepConfig(methods=["all"]).methods) == set(solvers.methods())
+    assert not {"svdllm", "svdllm2"} & set(DEFAULT_METHODS)
