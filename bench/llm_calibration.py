@@ -67,6 +67,9 @@ def flattening(rows: list[dict]) -> list[str]:
     out = []
     for params in sorted({r["params_budget"] for r in rows}, reverse=True):
         curve = sorted((r for r in rows if r["params_budget"] == params), key=lambda r: r["tokens"])
+        if len(curve) < 2:
+            out.append(f"- At {params:.0%} of the parameters: one size measured ({curve[0]['tokens']:,} tokens), no curve.")
+            continue
         flat = next((a for a, b in zip(curve, curve[1:]) if b["perplexity"] > a["perplexity"] * (1 - WITHIN)), None)
         out.append(f"- At {params:.0%} of the parameters: " + (
             f"perplexity stopped improving within {WITHIN:.0%} from {flat['tokens']:,} tokens." if flat else

@@ -1,14 +1,14 @@
 """Healing a compressed SmolLM2-135M: a short fine-tune of the factors alone on the training
 plays, and what it buys against what the same fine-tune buys the original.
 
-    python bench/llm_heal.py [--params 0.8 0.6] [--methods uniform cobla] [--windows 512] [--kd 0] [--threads 2]
+    python bench/llm_heal.py [--params 0.8 0.6] [--methods uniform cobla] [--windows 512] [--kd 0] [--threads 2] [--name heal]
 
 Each plan is made by ``lowrank.compress`` with its defaults (activation basis, refit), then
 ``lowrank.finetune(result, entry, samples_per_epoch=windows)`` with the entry's recipe (the
 factorised layers' factors only; embeddings, norms and layers kept dense stay as they are).
 The control is the uncompressed original trained by the same recipe on the same windows (all
 of its weights: it has no factors). The training plays share no text with the test plays.
-Writes reports/llm/heal.md and .csv.
+Writes reports/llm/<name>.md and .csv.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def main() -> None:
     ap = llm_arguments(__doc__, threads=2)
     ap.add_argument("--windows", type=int, default=512, help="training windows of 128 tokens (one pass)")
     ap.add_argument("--kd", type=float, default=0.0, help="distillation weight from the original while healing")
+    ap.add_argument("--name", default="heal", help="report name under reports/llm/ (default heal)")
     args = ap.parse_args()
     entry, original, base_ppl = original_model(args)
     control = entry.load()
@@ -86,7 +87,7 @@ def main() -> None:
         lines += ["", f"## Greedy continuation of {prompt.strip()!r} ({args.text_tokens} new tokens)", "",
                   "| model | text |", "| --- | --- |"]
         lines += [f"| {name} | {one_line(t[i])} |" for name, t in texts.items()]
-    write_report(ROOT / "reports" / "llm", "heal", rows, lines)
+    write_report(ROOT / "reports" / "llm", args.name, rows, lines)
 
 
 if __name__ == "__main__":
