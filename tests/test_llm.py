@@ -37,7 +37,7 @@ def test_every_attention_and_mlp_linear_is_compressible_and_the_tied_head_stays_
     assert table.total_macs == counted_macs(model, x)  # attention's CPU kernel counted too
 
 
-@pytest.mark.parametrize("method", ["uniform", "exact", "cobla"])
+@pytest.mark.parametrize("method", ["uniform", "svdllm", "svdllm2", "exact", "cobla"])
 def test_a_parameter_budget_holds_by_independent_count(method):
     model = tiny_llama()
     x, y = windows()
@@ -48,6 +48,17 @@ def test_a_parameter_budget_holds_by_independent_count(method):
 
     ppl = perplexity(result.model, x, y)
     assert math.isfinite(ppl) and ppl > 1.0
+
+
+def test_svd_llm_v2_shares_a_ratio_within_each_matrix_type_across_blocks():
+    """The seven projections of a block are seven types; every block's q_proj is one of them."""
+    model = tiny_llama()
+    x, y = windows()
+    result = lowrank.compress(model, (x, y), Budget(params=0.7), method="svdllm2", include=["model.layers."])
+    assert result.held and result.allocation.info["types"] == 7
+    ranks = {r.name: r.rank for r in result.plan.rows}
+    plain = lowrank.compress(model, (x, y), Budget(params=0.7), method="svdllm", include=["model.layers."])
+    assert ranks != {r.name: r.rank for r in plain.plan.rows}  # the losses moved ranks between blocks
 
 
 def test_removed_parameters_are_reported_of_the_whole_model_and_of_the_compressible_linears():
