@@ -44,7 +44,7 @@ def preferred_active(problem: Problem, share: float = 0.25) -> np.ndarray:
     alternative that is cheapest at rank 0 (each resource as a share of its budget), so a
     budget the problem can meet is one the policy can meet.
     """
-    size = problem.resources.index(PARAMS) if PARAMS in problem.resources else len(problem.resources) - 1
+    size = size_resource(problem)
     active = np.zeros(len(problem.groups), dtype=bool)
     for idx in problem.layers.values():
         def kept(i):
@@ -58,6 +58,11 @@ def preferred_active(problem: Problem, share: float = 0.25) -> np.ndarray:
         return active
     cheapest = problem.cheapest_active(_per_budget(problem))
     return cheapest if problem.fits(problem.cost(zeros, cheapest)) else active
+
+
+def size_resource(problem: Problem) -> int:
+    """The resource that measures a layer's size: ``params``, or the problem's last resource."""
+    return problem.resources.index(PARAMS) if PARAMS in problem.resources else len(problem.resources) - 1
 
 
 def _per_budget(problem: Problem) -> np.ndarray:

@@ -27,8 +27,9 @@ import re
 
 import numpy as np
 
-from .baselines import largest_feasible, preferred_active
-from .problem import PARAMS, Allocation, Problem
+from .baselines import largest_feasible, preferred_active, size_resource
+from .objectives import discarded_energy
+from .problem import Allocation, Problem
 from .registry import register
 
 # Candidate target ratios; a rank at ratio R is R * m * n / (m + n), so every matrix is at
@@ -40,16 +41,6 @@ def matrix_type(name: str) -> str:
     """A layer's type: its name with the block numbers left out (``model.layers.3.mlp.up_proj``
     -> ``model.layers.*.mlp.up_proj``), so the same matrix of every block falls in one group."""
     return re.sub(r"(?<=\.)\d+(?=\.|$)", "*", name)
-
-
-def _size_resource(problem: Problem) -> int:
-    return problem.resources.index(PARAMS) if PARAMS in problem.resources else len(problem.resources) - 1
-
-
-def _tail_norms(values: np.ndarray) -> np.ndarray:
-    """L(r) = sqrt(sum of s_j^2 for j >= r), for r = 0..len(values)."""
-    tail = np.concatenate([np.cumsum((values**2)[::-1])[::-1], [0.0]])
-    return np.sqrt(np.maximum(tail, 0.0))
 
 
 @register("svdllm")
@@ -69,24 +60,27 @@ def svdllm2(problem: Problem) -> Allocation:
 
 def _ratio_rule(problem: Problem, name: str, by_loss: bool) -> Allocation:
     active = preferred_active(problem)
-    size = _size_resource(problem)
+    size = size_resource(problem)
     chosen = np.flatnonzero(active)
     groups = [problem.groups[i] for i in chosen]
     full = np.array([g.full_rank for g in groups], dtype=np.int64)
     # ranks per unit of ratio: m * n / (m + n) for a matrix (dense size over size per rank)
     per_ratio = np.array([g.dense_cost[size] / g.rank_cost[size] if g.rank_cost[size] > 0 else g.full_rank
                           for g in groups])
-    # per chosen group, padded to the widest: the truncation loss and the cost at every rank
+    # per chosen group, padded to the widest: the truncation loss L(r) (the norm of the values
+    # past r) and the cost at every rank
+    discarded = discarded_energy(problem, normalise=False).curves
     width = int(full.max()) + 1
     tails = np.zeros((len(groups), width))
     costs = np.zeros((len(groups), width, len(problem.resources)))
     for j, g in enumerate(groups):
-        tails[j, : g.full_rank + 1] = _tail_norms(g.values)
+        tails[j, : g.full_rank + 1] = np.sqrt(discarded[g.name])
         costs[j, : g.full_rank + 1] = g.cost(np.arange(g.full_rank + 1))
     kinds: dict[tuple, int] = {}
     kind = np.array([kinds.setdefault((matrix_type(g.layer), g.option, g.full_rank, float(g.dense_cost[size])), len(kinds))
                      for g in groups])
-    members = np.bincount(kind)
+    same_type = np.eye(len(kinds))[kind] @ np.eye(len(kinds))[kind].T  # 1 where two groups share a type
+    members = same_type.sum(axis=1)
     rows = np.arange(len(groups))
 
     def chosen_ranks(ratio) -> np.ndarray:
@@ -95,9 +89,8 @@ def _ratio_rule(problem: Problem, name: str, by_loss: bool) -> Allocation:
         shares = np.broadcast_to(ratio, ratio.shape[:-1] + (len(groups),))
         if by_loss:
             loss = tails[rows, np.minimum(np.floor(ratio * per_ratio + 1e-9), full).astype(np.int64)]
-            total = np.stack([np.bincount(kind, weights=w, minlength=len(members)) for w in loss.reshape(-1, len(groups))])
-            total = total.reshape(loss.shape[:-1] + (len(members),))[..., kind]
-            shares = np.where(total > 0, ratio * members[kind] * loss / np.where(total > 0, total, 1.0), ratio)
+            total = loss @ same_type  # each group's type's summed loss
+            shares = np.where(total > 0, ratio * members * loss / np.where(total > 0, total, 1.0), ratio)
         return np.minimum(np.floor(shares * per_ratio + 1e-9), full).astype(np.int64)
 
     def ranks_at(ratio: float) -> np.ndarray:
