@@ -59,7 +59,12 @@ def trainable(model: nn.Module, train: str) -> list[nn.Parameter]:
 def recipe_for(entry, **given) -> dict:
     """The fine-tuning settings by name: each given one (not None), else the entry's
     ``finetune_recipe``, else :data:`RECIPE`."""
-    recipe = {**RECIPE, **(getattr(entry, "finetune_recipe", None) or {})}
+    own = getattr(entry, "finetune_recipe", None) or {}
+    unknown = sorted(set(own) - set(RECIPE))
+    if unknown:  # a misspelt setting would otherwise fall back to the default unnoticed
+        raise ValueError(f"zoo entry {getattr(entry, 'name', entry)!r}: finetune_recipe has unknown setting(s) "
+                         f"{', '.join(map(repr, unknown))}; the settings are {', '.join(sorted(RECIPE))}")
+    recipe = {**RECIPE, **own}
     return {k: recipe[k] if given.get(k) is None else given[k] for k in RECIPE}
 
 

@@ -130,3 +130,12 @@ def test_compress_on_an_entry_takes_the_sweeps_seeded_draws():
     assert all(torch.equal(a[0], b[0]) for a, b in zip(calib, again))  # seed 0: the same draw every time
     whole = len(entry.splits.select[1])
     assert sum(len(y) for _, y in entry.selection()) == (whole if entry.select_samples is None else entry.select_samples)
+
+
+def test_a_finetune_recipe_with_an_unknown_setting_is_refused_by_name():
+    from dataclasses import replace
+    from lowrank.finetuning import recipe_for
+    entry = get("lenet5-fmnist")
+    assert recipe_for(replace(entry, finetune_recipe={"lr": 1e-3}))["lr"] == 1e-3
+    with pytest.raises(ValueError, match=r"lenet5-fmnist.*'learning_rate'.*the settings are"):
+        recipe_for(replace(entry, finetune_recipe={"learning_rate": 1e-3}))
