@@ -68,6 +68,9 @@ def test_plan_reports_every_layer_and_round_trips_to_json(x28):
     assert {"name", "kind", "shape", "scheme", "full_rank", "rank", "macs_before", "macs_after", "params_before", "params_after"} <= set(row)
     text = plan.table()
     assert "whole model" in text and "stages.2.conv1" in text
+    seconds = data["info"]["seconds"]  # where the call's time went, each part counted once
+    assert set(seconds) == {"preparing", "ceilings", "planning", "rebuilding", "checking"} and data["info"]["plans_made"] == 1
+    assert all(v >= 0 for v in seconds.values()) and seconds["rebuilding"] > 0
 
 
 def test_infeasible_budget_states_the_smallest_achievable_fraction(x28):

@@ -121,6 +121,7 @@ def test_a_pruning_plan_is_counted_exactly_and_holds_its_budget():
     # the prices leave the producers' savings out (the first plan here counts 49.3% of the MACs);
     # planning again for more spends them
     assert result.plan.info["attempts"] > 1 and result.macs.rebuilt > 0.55 * result.macs.original, result.plan.info
+    assert result.plan.info["plans_made"] >= result.plan.info["attempts"]
 
 
 def test_a_budget_below_every_pruning_plan_is_refused_with_the_least_and_why():
