@@ -191,7 +191,11 @@ def test_every_series_in_every_plot_is_told_apart(sweep_db, tmp_path):
         assert len(styles) == 3 * 2 * 2  # 3 methods x 2 bases, before and after fine-tuning
         assert len({s[1:] for s in styles}) == len(styles), styles
         assert len({s[0] for s in styles}) == len(styles)
-    assert len({method_style(m) for m in ("exact", "milp", "cobla", "uniform", "energy", "alds", "zhang", "sensitivity")}) == 8
+    import solvers
+    from lowrank.report.plots import STYLE_ORDER
+    assert set(solvers.methods()) <= set(STYLE_ORDER), "a new method: append it to STYLE_ORDER"
+    assert len({method_style(m) for m in solvers.methods()}) == len(solvers.methods())
+    assert method_style("uniform") == ("#000000", "X") and method_style("zhang") == ("#F0E442", "*")  # as before svdllm joined
     columns = plot_rank_heatmap([r for r in rows if r["seed"] == 0 and r["budget_macs"] == 0.3 and r["budget_params"] is None],
                                 "lenet5-digits", "MACs <= 30%", tmp_path / "ranks.png", fields)
     assert len(columns) == 6

@@ -34,11 +34,15 @@ def pyplot():
     return plt
 
 
+#: Methods in the order they joined lowrank: a method's style is its place here, so a method
+#: added later (append it) does not change older methods' colours against committed plots.
+STYLE_ORDER = ("alds", "cobla", "energy", "exact", "milp", "sensitivity", "uniform", "zhang", "svdllm", "svdllm2")
+
+
 def method_style(method: str) -> tuple[str, str]:
-    """(colour, marker) of a method: fixed by its place among the registered methods, the same
-    in every plot."""
-    known = solvers.methods()
-    i = known.index(method) if method in known else len(known) + sum(map(ord, method))
+    """(colour, marker) of a method: fixed by its place in :data:`STYLE_ORDER`, the same in
+    every plot; another method's from its name."""
+    i = STYLE_ORDER.index(method) if method in STYLE_ORDER else len(STYLE_ORDER) + sum(map(ord, method))
     return COLOURS[i % len(COLOURS)], MARKERS[(i + i // len(COLOURS)) % len(MARKERS)]
 
 
