@@ -184,3 +184,27 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def test_a_pruning_plan_aims_higher_only_with_room_beyond_the_timing_noise():
+    """Raising after a pruning plan: not where the room under a timed limit is within the
+    measured noise (a higher aim could not be told from a miss); COBLA gets fewer raises."""
+    from types import SimpleNamespace
+
+    from lowrank.compress import RAISES, _Raising
+    from lowrank.resources import Check
+
+    budget = Budget(latency=0.6)
+    pruned = (None, SimpleNamespace(info={"pruned_outputs": "conv 4/8"}), None, None)
+
+    def timed(rebuilt, noise):
+        return {"latency": Check("latency", 100.0, rebuilt, 60.0, noise=noise)}
+
+    assert _Raising().start(pruned, timed(55.0, 1.0), budget, {})  # 5 of room, noise 1: aim higher
+    assert not _Raising().start(pruned, timed(55.0, 6.0), budget, {})  # room within the noise: stop
+    assert not _Raising().start((None, SimpleNamespace(info={}), None, None), timed(40.0, 1.0), budget, {})  # nothing pruned
+    raising = _Raising(tries=4)
+    assert raising.start(pruned, timed(50.0, 1.0), budget, {})
+    second = (None, SimpleNamespace(info={"pruned_outputs": "conv 5/8"}), None, None)
+    assert not raising.tried(second, timed(59.5, 1.0), budget) and raising.best is second  # held, within noise: kept, stop
+    assert RAISES["cobla"] < 4
