@@ -28,6 +28,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lowrank.report.plots import pareto  # noqa: E402
 from lowrank.timing import LatencyTarget, time_in_turn  # noqa: E402
 from lowrank.zoo import get  # noqa: E402
 from tables import command, write_report  # noqa: E402
@@ -52,10 +53,10 @@ def square_convs(model: nn.Module, example: torch.Tensor) -> dict[tuple[int, int
     return groups
 
 
-def input_kept(w: torch.Tensor, r: int) -> float:
-    """Share of |W|^2 the rank-r truncation of the C_in x (C_out*k*k) unfolding keeps."""
+def input_kept(w: torch.Tensor) -> list[float]:
+    """Share of |W|^2 the rank-r truncation of the C_in x (C_out*k*k) unfolding keeps, for r = 0..C_in."""
     s = torch.linalg.svdvals(w.transpose(0, 1).reshape(w.shape[1], -1)) ** 2
-    return float(s[:r].sum() / s.sum())
+    return [0.0] + (s.cumsum(0) / s.sum()).tolist()
 
 
 def tucker2_kept(w: torch.Tensor, r_in: int, r_out: int, rounds: int = 5) -> float:
@@ -85,12 +86,6 @@ def ranks(c: int) -> list[int]:
     return sorted({1, 2, *range(c // 8, c, max(c // 8, 1))} - {0})
 
 
-def pareto(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the (time, kept) points no other point beats on both (faster and keeping more)."""
-    return [i for i, (t, k) in enumerate(points)
-            if not any(t2 <= t and k2 >= k and (t2, k2) != (t, k) for t2, k2 in points)]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet20-fmnist")
@@ -103,21 +98,24 @@ def main() -> None:
     rows = []
     for (c, size), kernels in sorted(square_convs(entry.load(), entry.example_input()).items()):
         options = [("dense", c, c, lambda: nn.Conv2d(c, c, 3, padding=1), 1.0)]
+        kept = [input_kept(w) for w in kernels]
         for r in range(1, c):  # every rank: the frontier Tucker-2 is held against has no gaps
-            options.append(("input", r, c, lambda r=r: input_layer(c, r), sum(input_kept(w, r) for w in kernels) / len(kernels)))
-        for r in ranks(c):
-            for r_out in ranks(c)[2:]:
+            options.append(("input", r, c, lambda r=r: input_layer(c, r), sum(k[r] for k in kept) / len(kernels)))
+        grid = ranks(c)
+        for r in grid:
+            for r_out in grid[2:]:
                 options.append(("tucker2", r, r_out, lambda r=r, r_out=r_out: tucker2_layer(c, r, r_out),
                                 sum(tucker2_kept(w, r, r_out) for w in kernels) / len(kernels)))
         x = torch.randn(target.batch, c, size, size).to(memory_format=torch.channels_last)
         layers = [make().eval().to(memory_format=torch.channels_last) for _, _, _, make, _ in options]
         times = time_in_turn([lambda m=m: m(x) for m in layers], torch.device("cpu"), target)
-        front = set(pareto([(t, kept) for t, (*_, kept) in zip(times, options)]))
+        points = [(t, share) for t, (*_, share) in zip(times, options)]
+        front = set(pareto(points, higher=True))  # no other option at least as fast keeps at least as much
         dense_us = times[0]
-        for i, ((scheme, r_in, r_out, _, kept), us) in enumerate(zip(options, times)):
+        for i, ((scheme, r_in, r_out, _, share), us) in enumerate(zip(options, times)):
             rows.append({"width": c, "resolution": size, "convs": len(kernels), "scheme": scheme, "r_in": r_in,
-                         "r_out": r_out, "kept": round(kept, 4), "ms": round(us / 1e3, 3),
-                         "speedup": round(dense_us / us, 3), "pareto": i in front})
+                         "r_out": r_out, "kept": round(share, 4), "ms": round(us / 1e3, 3),
+                         "speedup": round(dense_us / us, 3), "pareto": points[i] in front})
         print(f"{c}@{size}: {sum(r['pareto'] for r in rows[-len(options):])} options on the frontier", flush=True)
     lines = ["# Tucker-2 against the input-side scheme on small-channel 3x3 convs", "",
              f"Made by `{command(__file__)}` on {platform.node()} ({platform.processor() or platform.machine()}), torch "

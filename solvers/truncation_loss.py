@@ -79,7 +79,8 @@ def _ratio_rule(problem: Problem, name: str, by_loss: bool) -> Allocation:
     kinds: dict[tuple, int] = {}
     kind = np.array([kinds.setdefault((matrix_type(g.layer), g.option, g.full_rank, float(g.dense_cost[size])), len(kinds))
                      for g in groups])
-    same_type = np.eye(len(kinds))[kind] @ np.eye(len(kinds))[kind].T  # 1 where two groups share a type
+    of_type = np.eye(len(kinds))[kind]  # group x type, one-hot
+    same_type = of_type @ of_type.T  # 1 where two groups share a type
     members = same_type.sum(axis=1)
     rows = np.arange(len(groups))
 
